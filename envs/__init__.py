@@ -2,8 +2,9 @@
 
 from . import presets
 from .config import GameConfig
+from .info import EnvInfo
 
-__all__ = ["GameConfig", "MettaGrid", "presets"]
+__all__ = ["EnvInfo", "GameConfig", "MettaGrid", "presets"]
 
 
 def __getattr__(name: str):

@@ -1,0 +1,266 @@
+// pybind11 module `envs._mettagrid`: a thin layer over mettagrid::BatchedEnv. It reads the plain dict
+// of GameConfig.engine_spec(), checks the caller's numpy buffers once, and releases the GIL in step.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <optional>
+#include <string>
+
+#include "mettagrid/env.hpp"
+
+namespace py = pybind11;
+using namespace mettagrid;
+
+namespace {
+
+template <typename T>
+T get(const py::dict& d, const char* key) {
+  if (!d.contains(key)) throw py::key_error(std::string("engine spec: missing key '") + key + "'");
+  return d[key].cast<T>();
+}
+
+std::vector<ItemCount> pairs(const py::handle& h) {
+  std::vector<ItemCount> out;
+  for (auto p : h) {
+    auto v = p.cast<std::vector<int>>();
+    if (v.size() != 2) throw py::value_error("engine spec: expected [item, count] pairs");
+    out.emplace_back(v[0], v[1]);
+  }
+  return out;
+}
+
+GameSpec parse_spec(const py::dict& d) {
+  GameSpec s;
+  s.max_steps = get<int>(d, "max_steps");
+  s.episode_truncates = get<bool>(d, "episode_truncates");
+  s.random_first_episode_cut = get<bool>(d, "random_first_episode_cut");
+  s.obs_width = get<int>(d, "obs_width");
+  s.obs_height = get<int>(d, "obs_height");
+  s.num_tokens = get<int>(d, "num_tokens");
+  s.num_items = get<int>(d, "num_items");
+  s.item_names = get<std::vector<std::string>>(d, "item_names");
+  s.action_names = get<std::vector<std::string>>(d, "action_names");
+  for (auto h : get<py::list>(d, "objects")) {
+    py::dict o = h.cast<py::dict>();
+    ObjectSpec os;
+    os.name = get<std::string>(o, "name");
+    os.type_id = get<int>(o, "type_id");
+    os.is_wall = get<bool>(o, "is_wall");
+    os.swappable = get<bool>(o, "swappable");
+    os.inputs = pairs(o["inputs"]);
+    os.outputs = pairs(o["outputs"]);
+    os.max_output = get<int>(o, "max_output");
+    os.conversion_ticks = get<int>(o, "conversion_ticks");
+    os.cooldown = get<int>(o, "cooldown");
+    os.initial_resource_count = get<int>(o, "initial_resource_count");
+    os.color = get<int>(o, "color");
+    s.objects.push_back(std::move(os));
+  }
+  py::dict a = get<py::dict>(d, "agent");
+  s.agent.resource_limits = get<std::vector<int>>(a, "resource_limits");
+  for (auto h : get<py::list>(a, "shared_limits")) {
+    py::sequence g = h.cast<py::sequence>();
+    if (py::len(g) != 2) throw py::value_error("engine spec: shared_limits entries are [[items], limit]");
+    s.agent.shared_limits.push_back({g[0].cast<std::vector<int>>(), g[1].cast<int>()});
+  }
+  s.agent.initial_inventory = get<std::vector<int>>(a, "initial_inventory");
+  s.agent.reward_weights = get<std::vector<float>>(a, "reward_weights");
+  for (double c : get<std::vector<double>>(a, "reward_caps"))
+    s.agent.reward_caps.push_back(std::isinf(c) ? std::numeric_limits<float>::infinity() : static_cast<float>(c));
+  s.agent.freeze_duration = get<int>(a, "freeze_duration");
+  s.agent.action_failure_penalty = get<float>(a, "action_failure_penalty");
+  s.agent.group_id = get<int>(a, "group_id");
+  py::dict att = get<py::dict>(d, "attack");
+  s.attack_cost = pairs(att["cost"]);
+  s.attack_defense = pairs(att["defense"]);
+  s.num_glyphs = get<int>(d, "num_glyphs");
+  py::dict m = get<py::dict>(d, "map");
+  s.map.kind = get<std::string>(m, "kind");
+  if (s.map.kind == "ascii") {
+    s.map.grid = get<std::vector<std::vector<int>>>(m, "grid");
+  } else {
+    s.map.num_agents = get<int>(m, "num_agents");
+    s.map.rooms_r = get<int>(m, "rooms_r");
+    s.map.rooms_c = get<int>(m, "rooms_c");
+    s.map.room_size = get<int>(m, "room_size");
+    s.map.border = get<int>(m, "border");
+    s.map.wall_index = get<int>(m, "wall_index");
+    s.map.room_objects = pairs(m["room_objects"]);
+  }
+  return s;
+}
+
+template <typename T>
+T* checked(py::array& arr, std::vector<py::ssize_t> shape, const char* name, const char* dtype) {
+  if (!py::isinstance<py::array_t<T>>(arr) || !py::dtype::of<T>().is(arr.dtype()))
+    throw py::type_error(std::string(name) + ": expected dtype " + dtype);
+  if (arr.ndim() != static_cast<py::ssize_t>(shape.size()))
+    throw py::value_error(std::string(name) + ": wrong number of dimensions");
+  for (size_t i = 0; i < shape.size(); ++i)
+    if (arr.shape(i) != shape[i]) throw py::value_error(std::string(name) + ": wrong shape");
+  if (!(arr.flags() & py::array::c_style)) throw py::value_error(std::string(name) + ": must be C-contiguous");
+  if (!arr.writeable()) throw py::value_error(std::string(name) + ": must be writeable");
+  return static_cast<T*>(arr.mutable_data());
+}
+
+class Engine {
+ public:
+  Engine(const py::dict& spec, int num_envs, uint64_t seed) : env_(parse_spec(spec), num_envs, seed) {}
+
+  void set_buffers(py::array obs, py::array rewards, py::array terminals, py::array truncations) {
+    const py::ssize_t R = static_cast<py::ssize_t>(env_.num_envs()) * env_.num_agents();
+    auto* o = checked<uint8_t>(obs, {R, env_.num_tokens(), 3}, "observations", "uint8");
+    auto* r = checked<float>(rewards, {R}, "rewards", "float32");
+    auto* te = checked<bool>(terminals, {R}, "terminals", "bool");
+    auto* tr = checked<bool>(truncations, {R}, "truncations", "bool");
+    env_.set_buffers(o, r, te, tr);
+    keep_ = py::make_tuple(obs, rewards, terminals, truncations);
+  }
+
+  void reset(std::optional<uint64_t> seed) { env_.reset(seed.has_value(), seed.value_or(0)); }
+
+  void step(py::array actions, bool auto_reset) {
+    const py::ssize_t R = static_cast<py::ssize_t>(env_.num_envs()) * env_.num_agents();
+    if (!py::dtype::of<int32_t>().is(actions.dtype())) throw py::type_error("actions: expected dtype int32");
+    if (actions.ndim() != 1 || actions.shape(0) != R)
+      throw py::value_error("actions: expected shape [" + std::to_string(R) + "]");
+    if (!(actions.flags() & py::array::c_style)) throw py::value_error("actions: must be C-contiguous");
+    const auto* a = static_cast<const int32_t*>(actions.data());
+    py::gil_scoped_release release;
+    env_.step(a, auto_reset);
+  }
+
+  void reset_games(py::array mask) {
+    auto* m = checked<bool>(mask, {env_.num_envs()}, "mask", "bool");
+    env_.reset_games(m);
+  }
+
+  py::array_t<bool> games_done() const {
+    py::array_t<bool> out(env_.num_envs());
+    auto* p = out.mutable_data();
+    for (int g = 0; g < env_.num_envs(); ++g) p[g] = env_.game(g).done();
+    return out;
+  }
+
+  py::list episode_stats() {
+    const Rules& rules = env_.rules();
+    const int A = env_.num_agents();
+    py::list out;
+    for (auto& rec : env_.take_episodes()) {
+      py::dict ep;
+      ep["env"] = rec.env;
+      ep["episode"] = rec.episode;
+      ep["steps"] = rec.steps;
+      py::array_t<float> rew(A);
+      std::copy(rec.rewards.begin(), rec.rewards.end(), rew.mutable_data());
+      ep["reward"] = rew;
+      py::dict agent;
+      for (size_t s = 0; s < rules.stat_names.size(); ++s) {
+        py::array_t<float> v(A);
+        std::copy(rec.agent_stats.begin() + s * A, rec.agent_stats.begin() + (s + 1) * A, v.mutable_data());
+        agent[py::str(rules.stat_names[s])] = v;
+      }
+      ep["agent"] = agent;
+      py::dict game;
+      for (size_t s = 0; s < rules.game_stat_names.size(); ++s)
+        game[py::str(rules.game_stat_names[s])] = rec.game_stats[s];
+      ep["game"] = game;
+      out.append(ep);
+    }
+    return out;
+  }
+
+  py::list grid_objects(int g) const {
+    const Game& game = checked_game(g);
+    const Rules& rules = env_.rules();
+    const auto& items = rules.spec.item_names;
+    auto item_dict = [&](const std::vector<ItemCount>& v) {
+      py::dict d;
+      for (const auto& p : v) d[py::str(items[p.first])] = p.second;
+      return d;
+    };
+    py::list out;
+    const auto& objects = game.objects();
+    for (int id = 0; id < static_cast<int>(objects.size()); ++id) {
+      const Object& o = objects[id];
+      py::dict d;
+      d["id"] = id;
+      d["type_id"] = static_cast<int>(o.type_id);
+      d["type_name"] = o.type_id < rules.type_names.size() ? rules.type_names[o.type_id] : std::string("unknown");
+      d["row"] = o.row;
+      d["col"] = o.col;
+      d["layer"] = static_cast<int>(o.layer);
+      py::dict inv;
+      for (int i = 0; i < rules.spec.num_items; ++i)
+        if (game.inventory(id, i) > 0) inv[py::str(items[i])] = game.inventory(id, i);
+      d["inventory"] = inv;
+      if (o.layer == 0) {
+        const Agent& a = game.agents()[o.agent];
+        d["agent_id"] = o.agent;
+        d["orientation"] = static_cast<int>(a.orientation);
+        d["frozen"] = a.frozen;
+        d["group"] = static_cast<int>(a.group);
+        d["glyph"] = static_cast<int>(a.glyph);
+        d["last_action"] = a.last_action;
+        d["last_action_success"] = a.last_success;
+        d["current_reward"] = a.current_reward;
+        d["total_reward"] = a.total_reward;
+      } else if (o.is_converter) {
+        const ObjectSpec& os = rules.spec.objects[o.type_index];
+        d["converting"] = o.converting;
+        d["cooling_down"] = o.cooling;
+        d["cooldown_remaining"] = o.cooling ? static_cast<int64_t>(o.cooldown_end - game.tick()) : int64_t{0};
+        d["recipe_inputs"] = item_dict(os.inputs);
+        d["recipe_outputs"] = item_dict(os.outputs);
+      }
+      out.append(d);
+    }
+    return out;
+  }
+
+  int64_t current_step(int g) const { return checked_game(g).tick(); }
+  int episode_index(int g) const { return checked_game(g).episode(); }
+  py::tuple map_size(int g) const {
+    const Game& game = checked_game(g);
+    return py::make_tuple(game.height(), game.width());
+  }
+  int num_envs() const { return env_.num_envs(); }
+  int num_agents() const { return env_.num_agents(); }
+  int num_tokens() const { return env_.num_tokens(); }
+  std::vector<std::string> stat_names() const { return env_.rules().stat_names; }
+  std::vector<std::string> type_names() const { return env_.rules().type_names; }
+
+ private:
+  const Game& checked_game(int g) const {
+    if (g < 0 || g >= env_.num_envs())
+      throw py::index_error("game " + std::to_string(g) + " out of range [0, " + std::to_string(env_.num_envs()) + ")");
+    return env_.game(g);
+  }
+  BatchedEnv env_;
+  py::object keep_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_mettagrid, m) {
+  m.doc() = "The MettaGrid arena engine (C++). Use envs.MettaGrid, not this module directly.";
+  py::class_<Engine>(m, "Engine")
+      .def(py::init<const py::dict&, int, uint64_t>(), py::arg("spec"), py::arg("num_envs"), py::arg("seed"))
+      .def("set_buffers", &Engine::set_buffers)
+      .def("reset", &Engine::reset, py::arg("seed") = py::none())
+      .def("step", &Engine::step, py::arg("actions"), py::arg("auto_reset"))
+      .def("reset_games", &Engine::reset_games)
+      .def("games_done", &Engine::games_done)
+      .def("episode_stats", &Engine::episode_stats)
+      .def("grid_objects", &Engine::grid_objects, py::arg("game") = 0)
+      .def("current_step", &Engine::current_step, py::arg("game") = 0)
+      .def("episode_index", &Engine::episode_index, py::arg("game") = 0)
+      .def("map_size", &Engine::map_size, py::arg("game") = 0)
+      .def_property_readonly("num_envs", &Engine::num_envs)
+      .def_property_readonly("num_agents", &Engine::num_agents)
+      .def_property_readonly("num_tokens", &Engine::num_tokens)
+      .def_property_readonly("stat_names", &Engine::stat_names)
+      .def_property_readonly("type_names", &Engine::type_names);
+}

@@ -1,0 +1,425 @@
+#include "mettagrid/game.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "mettagrid/actions.hpp"
+
+namespace mettagrid {
+
+Game::Game(std::shared_ptr<const Rules> rules, int index)
+    : rules_(std::move(rules)),
+      spec_(rules_->spec),
+      index_(index),
+      num_items_(rules_->spec.num_items),
+      num_agents_(rules_->num_agents),
+      num_tokens_(rules_->spec.num_tokens) {
+  pad_ = rules_->pad;
+  order_.resize(num_agents_);
+  agents_.reserve(num_agents_);
+  stats_.assign(static_cast<size_t>(rules_->stats.size()) * num_agents_, 0.0f);
+  game_stats_.assign(rules_->game_stat_names.size(), 0.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building the map
+
+void Game::init_grid(int h, int w) {
+  height_ = h;
+  width_ = w;
+  stride_ = w + 2 * pad_;
+  const size_t cells = static_cast<size_t>(h + 2 * pad_) * stride_;
+  cell_agent_.assign(cells, -1);
+  cell_object_.assign(cells, -1);
+}
+
+int Game::add_object(int type_index, int r, int c) {
+  const ObjectSpec& os = spec_.objects[type_index];
+  const int id = static_cast<int>(objects_.size());
+  Object o;
+  o.type_index = type_index;
+  o.type_id = static_cast<uint8_t>(os.type_id);
+  o.layer = 1;
+  o.is_converter = !os.is_wall;
+  o.swappable = os.swappable;
+  o.row = r;
+  o.col = c;
+  objects_.push_back(o);
+  inv_.resize(inv_.size() + num_items_, 0);
+  cell_object_[cell(r, c)] = id;
+  game_stats_[type_index] += 1.0;
+  if (o.is_converter && os.initial_resource_count > 0)
+    for (const auto& p : os.outputs) inv(id, p.first) += os.initial_resource_count;
+  return id;
+}
+
+int Game::add_agent(int r, int c) {
+  const int id = static_cast<int>(objects_.size());
+  Object o;
+  o.type_id = 0;
+  o.layer = 0;
+  o.row = r;
+  o.col = c;
+  o.agent = static_cast<int>(agents_.size());
+  objects_.push_back(o);
+  inv_.resize(inv_.size() + num_items_, 0);
+  cell_agent_[cell(r, c)] = id;
+  Agent a;
+  a.object = id;
+  a.group = static_cast<uint8_t>(spec_.agent.group_id);
+  agents_.push_back(a);
+  for (int i = 0; i < num_items_; ++i) {
+    const int n = std::min(spec_.agent.initial_inventory[i], spec_.agent.resource_limits[i]);
+    inv(id, i) = n;
+  }
+  return id;
+}
+
+void Game::build_ascii() {
+  const auto& grid = spec_.map.grid;
+  init_grid(static_cast<int>(grid.size()), static_cast<int>(grid[0].size()));
+  for (int r = 0; r < height_; ++r)
+    for (int c = 0; c < width_; ++c) {
+      const int v = grid[r][c];
+      if (v == -2) add_agent(r, c);
+      else if (v >= 0) add_object(v, r, c);
+    }
+}
+
+void Game::build_arena() {
+  const MapSpec& m = spec_.map;
+  const int h = m.rooms_r * m.room_size + 2 * m.border, w = m.rooms_c * m.room_size + 2 * m.border;
+  init_grid(h, w);
+  const int rooms = m.rooms_r * m.rooms_c, area = m.room_size * m.room_size;
+  // Agents are dealt to rooms in turn: agent a lives in room a % rooms.
+  std::vector<int> agent_cell(num_agents_);
+  std::vector<std::pair<int, int>> object_cells;  // (object index, flat cell)
+  for (int room = 0; room < rooms; ++room) {
+    const int r0 = m.border + (room / m.rooms_c) * m.room_size, c0 = m.border + (room % m.rooms_c) * m.room_size;
+    scratch_.resize(area);
+    for (int i = 0; i < area; ++i) scratch_[i] = i;
+    int used = 0;
+    auto draw = [&]() {  // partial Fisher-Yates: a fresh random cell of this room
+      const int j = used + static_cast<int>(rng_.below(static_cast<uint32_t>(area - used)));
+      std::swap(scratch_[used], scratch_[j]);
+      const int k = scratch_[used++];
+      return (r0 + k / m.room_size) * w + (c0 + k % m.room_size);
+    };
+    for (int a = room; a < num_agents_; a += rooms) agent_cell[a] = draw();
+    for (const auto& [index, count] : m.room_objects)
+      for (int k = 0; k < count; ++k) object_cells.emplace_back(index, draw());
+  }
+  for (int a = 0; a < num_agents_; ++a) add_agent(agent_cell[a] / w, agent_cell[a] % w);
+  for (const auto& [index, flat] : object_cells) add_object(index, flat / w, flat % w);
+  if (m.wall_index >= 0 && m.border > 0)
+    for (int r = 0; r < h; ++r)
+      for (int c = 0; c < w; ++c)
+        if (r < m.border || c < m.border || r >= h - m.border || c >= w - m.border) add_object(m.wall_index, r, c);
+}
+
+void Game::reset(uint64_t base_seed, int episode, uint8_t* obs) {
+  episode_ = episode;
+  rng_.seed_with(episode_seed(base_seed, static_cast<uint64_t>(index_), static_cast<uint64_t>(episode)));
+  tick_ = 0;
+  done_ = truncated_ = false;
+  objects_.clear();
+  inv_.clear();
+  agents_.clear();
+  events_.clear();
+  event_seq_ = 0;
+  std::fill(stats_.begin(), stats_.end(), 0.0f);
+  std::fill(game_stats_.begin(), game_stats_.end(), 0.0);
+  tokens_written_ = tokens_dropped_ = 0;
+  if (spec_.map.kind == "ascii") build_ascii();
+  else build_arena();
+  limit_ = spec_.max_steps;
+  if (episode == 0 && spec_.random_first_episode_cut && spec_.max_steps > 0)
+    limit_ = 1 + static_cast<int64_t>(rng_.below(static_cast<uint32_t>(spec_.max_steps)));
+  for (auto& a : agents_) a.score = score(static_cast<int>(&a - agents_.data()));
+  for (int id = 0; id < static_cast<int>(objects_.size()); ++id)
+    if (objects_[id].is_converter) maybe_start(id);
+  for (int a = 0; a < num_agents_; ++a) write_obs(a, obs + static_cast<size_t>(a) * num_tokens_ * 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grid and inventory helpers used by the actions
+
+void Game::move_agent(int agent, int r, int c) {
+  Object& o = objects_[agents_[agent].object];
+  cell_agent_[cell(o.row, o.col)] = -1;
+  o.row = r;
+  o.col = c;
+  cell_agent_[cell(r, c)] = agents_[agent].object;
+}
+
+void Game::swap_agent_with_object(int agent, int object) {
+  Object& a = objects_[agents_[agent].object];
+  Object& o = objects_[object];
+  const int ar = a.row, ac = a.col;
+  cell_object_[cell(o.row, o.col)] = -1;
+  move_agent(agent, o.row, o.col);
+  o.row = ar;
+  o.col = ac;
+  cell_object_[cell(ar, ac)] = object;
+}
+
+int Game::agent_room(int agent, int item) const {
+  const int obj = agents_[agent].object;
+  int room = spec_.agent.resource_limits[item] - inventory(obj, item);
+  for (int g : rules_->item_groups[item]) {
+    const SharedLimit& sl = spec_.agent.shared_limits[g];
+    int sum = 0;
+    for (int i : sl.items) sum += inventory(obj, i);
+    room = std::min(room, sl.limit - sum);
+  }
+  return std::max(room, 0);
+}
+
+int Game::give_agent(int agent, int item, int amount) {
+  const int n = std::min(amount, agent_room(agent, item));
+  if (n <= 0) return 0;
+  inv(agents_[agent].object, item) += n;
+  stat(agent, rules_->stats.gained(item)) += static_cast<float>(n);
+  return n;
+}
+
+int Game::take_agent(int agent, int item, int amount) {
+  int32_t& held = inv(agents_[agent].object, item);
+  const int n = std::min(amount, static_cast<int>(held));
+  if (n <= 0) return 0;
+  held -= n;
+  stat(agent, rules_->stats.lost(item)) += static_cast<float>(n);
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Converters: an event queue ordered by (tick, insertion)
+
+namespace {
+struct EventLater {
+  bool operator()(const Event& a, const Event& b) const {
+    return a.tick != b.tick ? a.tick > b.tick : a.seq > b.seq;
+  }
+};
+}  // namespace
+
+void Game::schedule(int64_t at, int object, uint8_t kind) {
+  events_.push_back({at, event_seq_++, object, kind});
+  std::push_heap(events_.begin(), events_.end(), EventLater());
+}
+
+void Game::maybe_start(int id) {
+  Object& o = objects_[id];
+  if (!o.is_converter || o.converting || o.cooling) return;
+  const ObjectSpec& os = spec_.objects[o.type_index];
+  if (os.inputs.empty() && os.outputs.empty()) return;  // would convert forever doing nothing
+  int out = 0;
+  for (const auto& p : os.outputs) out += inv(id, p.first);
+  if (out >= os.max_output) return;
+  for (const auto& p : os.inputs)
+    if (inv(id, p.first) < p.second) return;
+  for (const auto& p : os.inputs) inv(id, p.first) -= p.second;
+  o.converting = true;
+  if (os.conversion_ticks > 0) schedule(tick_ + os.conversion_ticks, id, 0);
+  else finish_conversion(id);
+}
+
+void Game::finish_conversion(int id) {
+  Object& o = objects_[id];
+  const ObjectSpec& os = spec_.objects[o.type_index];
+  o.converting = false;
+  for (const auto& p : os.outputs) inv(id, p.first) += p.second;
+  if (os.cooldown > 0) {
+    o.cooling = true;
+    o.cooldown_end = tick_ + os.cooldown;
+    schedule(o.cooldown_end, id, 1);
+  } else {
+    maybe_start(id);
+  }
+}
+
+void Game::fire_events() {
+  while (!events_.empty() && events_.front().tick <= tick_) {
+    std::pop_heap(events_.begin(), events_.end(), EventLater());
+    const Event e = events_.back();
+    events_.pop_back();
+    if (e.kind == 0) {
+      finish_conversion(e.object);
+    } else {
+      objects_[e.object].cooling = false;
+      maybe_start(e.object);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A step
+
+void Game::act(int agent, int32_t action) {
+  Agent& a = agents_[agent];
+  if (a.frozen > 0) {  // skipped: neither success nor failure
+    --a.frozen;
+    stat(agent, rules_->stats.frozen_ticks()) += 1.0f;
+    a.last_action = (action >= 0 && action < rules_->num_actions) ? action : rules_->noop_action;
+    a.last_action_arg = (action >= 0 && action < rules_->num_actions) ? rules_->action_arg[action] : 0;
+    a.last_success = false;
+    return;
+  }
+  if (action < 0 || action >= rules_->num_actions) {  // tolerated: a failed noop
+    stat(agent, rules_->stats.invalid()) += 1.0f;
+    stat(agent, rules_->stats.failed(rules_->noop_action)) += 1.0f;
+    a.last_action = rules_->noop_action;
+    a.last_action_arg = 0;
+    a.last_success = false;
+    a.penalty += spec_.agent.action_failure_penalty;
+    return;
+  }
+  rules_->action_handler[action]->handle(*this, agent, action, rules_->action_arg[action]);
+}
+
+float Game::score(int agent) const {
+  const int obj = agents_[agent].object;
+  float s = 0.0f;
+  for (int item : rules_->reward_items)
+    s += std::min(static_cast<float>(inventory(obj, item)) * spec_.agent.reward_weights[item],
+                  spec_.agent.reward_caps[item]);
+  return s;
+}
+
+void Game::step(const int32_t* actions, uint8_t* obs, float* rewards) {
+  ++tick_;
+  fire_events();
+
+  // Seeded shuffled order; attacks resolve before everything else.
+  for (int i = 0; i < num_agents_; ++i) order_[i] = i;
+  for (int i = num_agents_ - 1; i > 0; --i) std::swap(order_[i], order_[rng_.below(static_cast<uint32_t>(i + 1))]);
+  const int num_actions = rules_->num_actions;
+  const ActionKind* kinds = rules_->action_kind.data();
+  for (int i = 0; i < num_agents_; ++i) {
+    const int a = order_[i];
+    const int32_t act_id = actions[a];
+    if (act_id >= 0 && act_id < num_actions && kinds[act_id] == ActionKind::Attack) act(a, act_id);
+  }
+  for (int i = 0; i < num_agents_; ++i) {
+    const int a = order_[i];
+    const int32_t act_id = actions[a];
+    if (!(act_id >= 0 && act_id < num_actions && kinds[act_id] == ActionKind::Attack)) act(a, act_id);
+  }
+
+  for (int a = 0; a < num_agents_; ++a) write_obs(a, obs + static_cast<size_t>(a) * num_tokens_ * 3);
+
+  for (int a = 0; a < num_agents_; ++a) {
+    Agent& ag = agents_[a];
+    const float s = rules_->reward_items.empty() ? 0.0f : score(a);
+    const float r = s - ag.score - ag.penalty;
+    ag.score = s;
+    ag.penalty = 0.0f;
+    ag.current_reward = r;
+    ag.total_reward += r;
+    rewards[a] = r;
+  }
+
+  if (spec_.max_steps > 0 && tick_ >= limit_) {
+    done_ = true;
+    truncated_ = spec_.episode_truncates || limit_ != spec_.max_steps ||
+                 (episode_ == 0 && spec_.random_first_episode_cut);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Observations
+
+static inline uint8_t clamp255(int64_t v) { return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v)); }
+
+int Game::emit_object(int id, uint8_t loc, uint8_t* out, int n) {
+  // Writes this object's tokens from token n on; returns the new count (may exceed the limit:
+  // tokens past it are not written, only counted).
+  const Object& o = objects_[id];
+  const int T = num_tokens_;
+  auto put = [&](uint8_t f, uint8_t v) {
+    if (n < T) {
+      uint8_t* t = out + 3 * n;
+      t[0] = loc;
+      t[1] = f;
+      t[2] = v;
+    }
+    ++n;
+  };
+  put(feature::kTypeId, o.type_id);
+  const int32_t* inv = &inv_[static_cast<size_t>(id) * num_items_];
+  if (o.layer == 0) {
+    const Agent& a = agents_[o.agent];
+    put(feature::kGroup, a.group);
+    put(feature::kFrozen, a.frozen > 0 ? 1 : 0);
+    put(feature::kOrientation, a.orientation);
+    if (a.glyph) put(feature::kGlyph, a.glyph);
+  } else if (o.is_converter) {
+    put(feature::kConverting, (o.converting || o.cooling) ? 1 : 0);
+  } else {
+    if (o.swappable) put(feature::kSwappable, 1);
+    return n;
+  }
+  for (int i = 0; i < num_items_; ++i)
+    if (inv[i] > 0) put(static_cast<uint8_t>(feature::kInventoryBase + i), clamp255(inv[i]));
+  return n;
+}
+
+void Game::write_obs(int agent, uint8_t* out) {
+  const int T = num_tokens_;
+  std::memset(out, 0xFF, static_cast<size_t>(T) * 3);
+  const Agent& ag = agents_[agent];
+  const Object& self = objects_[ag.object];
+  const uint8_t centre = rules_->centre_location;
+  const uint8_t globals[4][2] = {
+      {feature::kEpisodeCompletion,
+       static_cast<uint8_t>(spec_.max_steps > 0
+                                ? clamp255(std::llround(static_cast<double>(tick_) / spec_.max_steps * 255.0))
+                                : 0)},
+      {feature::kLastAction, clamp255(ag.last_action)},
+      {feature::kLastActionArg, clamp255(ag.last_action_arg)},
+      {feature::kLastReward, clamp255(std::lround(ag.current_reward * 100.0f))},
+  };
+  int n = 0;
+  for (const auto& g : globals) {
+    if (n < T) {
+      out[3 * n] = centre;
+      out[3 * n + 1] = g[0];
+      out[3 * n + 2] = g[1];
+    }
+    ++n;
+  }
+  const size_t base = cell(self.row, self.col);
+  const int32_t* ca = cell_agent_.data();
+  const int32_t* co = cell_object_.data();
+  const ptrdiff_t stride = stride_;
+  for (const ObsOffset& off : rules_->obs_offsets) {
+    const size_t c = base + off.dr * stride + off.dc;
+    const int32_t a = ca[c], o = co[c];
+    if (a >= 0) n = emit_object(a, off.location, out, n);
+    if (o >= 0) n = emit_object(o, off.location, out, n);
+  }
+  if (n > T) {
+    tokens_written_ += T;
+    tokens_dropped_ += n - T;
+  } else {
+    tokens_written_ += n;
+  }
+}
+
+EpisodeRecord Game::record() const {
+  EpisodeRecord rec;
+  rec.env = index_;
+  rec.episode = episode_;
+  rec.steps = tick_;
+  rec.rewards.resize(num_agents_);
+  for (int a = 0; a < num_agents_; ++a) rec.rewards[a] = agents_[a].total_reward;
+  rec.agent_stats = stats_;
+  rec.game_stats = game_stats_;
+  const size_t k = game_stats_.size();
+  rec.game_stats[k - 2] = static_cast<double>(tokens_written_);
+  rec.game_stats[k - 1] = static_cast<double>(tokens_dropped_);
+  return rec;
+}
+
+}  // namespace mettagrid

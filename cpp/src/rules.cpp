@@ -1,0 +1,177 @@
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "mettagrid/actions.hpp"
+#include "mettagrid/spec.hpp"
+
+namespace mettagrid {
+
+namespace {
+
+int direction_of(const std::string& s) {
+  if (s == "north") return North;
+  if (s == "south") return South;
+  if (s == "west") return West;
+  if (s == "east") return East;
+  throw std::invalid_argument("unknown direction '" + s + "'");
+}
+
+bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+
+}  // namespace
+
+Rules::Rules(GameSpec s) : spec(std::move(s)) {
+  const int n_items = spec.num_items;
+  if (n_items <= 0 || static_cast<int>(spec.item_names.size()) != n_items)
+    throw std::invalid_argument("spec: num_items must match item_names");
+  if (n_items > 255 - feature::kInventoryBase) throw std::invalid_argument("spec: too many items");
+  auto check_vec = [&](const auto& v, const char* name) {
+    if (static_cast<int>(v.size()) != n_items)
+      throw std::invalid_argument(std::string("spec.agent.") + name + ": expected one entry per item");
+  };
+  check_vec(spec.agent.resource_limits, "resource_limits");
+  check_vec(spec.agent.initial_inventory, "initial_inventory");
+  check_vec(spec.agent.reward_weights, "reward_weights");
+  check_vec(spec.agent.reward_caps, "reward_caps");
+  if (spec.obs_width < 1 || spec.obs_width > 15 || spec.obs_height < 1 || spec.obs_height > 15)
+    throw std::invalid_argument("spec: obs_width/obs_height must be in 1..15");
+  if (spec.num_tokens < 1) throw std::invalid_argument("spec: num_tokens must be positive");
+  auto check_item = [&](int item) {
+    if (item < 0 || item >= n_items) throw std::invalid_argument("spec: item id out of range");
+  };
+  for (const auto& o : spec.objects) {
+    for (const auto& p : o.inputs) check_item(p.first);
+    for (const auto& p : o.outputs) check_item(p.first);
+  }
+  for (const auto& p : spec.attack_cost) check_item(p.first);
+  for (const auto& p : spec.attack_defense) check_item(p.first);
+
+  // Actions.
+  num_actions = static_cast<int>(spec.action_names.size());
+  if (num_actions == 0) throw std::invalid_argument("spec: no actions");
+  std::vector<bool> have(8, false);
+  noop_action = 0;
+  bool noop_found = false;
+  for (const auto& name : spec.action_names) {
+    ActionKind kind;
+    int arg = 0;
+    if (name == "noop") {
+      kind = ActionKind::Noop;
+      if (!noop_found) noop_action = static_cast<int>(action_kind.size());
+      noop_found = true;
+    } else if (starts_with(name, "move_")) {
+      kind = ActionKind::Move, arg = direction_of(name.substr(5));
+    } else if (starts_with(name, "rotate_")) {
+      kind = ActionKind::Rotate, arg = direction_of(name.substr(7));
+    } else if (name == "put_items") {
+      kind = ActionKind::PutItems;
+    } else if (name == "get_items") {
+      kind = ActionKind::GetItems;
+    } else if (starts_with(name, "attack_")) {
+      kind = ActionKind::Attack, arg = std::stoi(name.substr(7));
+    } else if (name == "swap") {
+      kind = ActionKind::Swap;
+    } else if (starts_with(name, "change_glyph_")) {
+      kind = ActionKind::ChangeGlyph, arg = std::stoi(name.substr(13));
+    } else {
+      throw std::invalid_argument("spec: unknown action '" + name + "'");
+    }
+    action_kind.push_back(kind);
+    action_arg.push_back(arg);
+    have[static_cast<int>(kind)] = true;
+  }
+  handlers.assign(8, nullptr);
+  for (int k = 0; k < 8; ++k)
+    if (have[k]) handlers[k] = make_action_handler(static_cast<ActionKind>(k));
+  for (auto kind : action_kind) action_handler.push_back(handlers[static_cast<int>(kind)]);
+
+  // Agents on the map.
+  if (spec.map.kind == "ascii") {
+    if (spec.map.grid.empty() || spec.map.grid[0].empty()) throw std::invalid_argument("spec.map: empty grid");
+    for (const auto& row : spec.map.grid) {
+      if (row.size() != spec.map.grid[0].size()) throw std::invalid_argument("spec.map: ragged grid");
+      for (int v : row) {
+        if (v == -2) ++num_agents;
+        else if (v < -2 || v >= static_cast<int>(spec.objects.size()))
+          throw std::invalid_argument("spec.map: bad cell code");
+      }
+    }
+  } else if (spec.map.kind == "arena") {
+    num_agents = spec.map.num_agents;
+    for (const auto& p : spec.map.room_objects)
+      if (p.first < 0 || p.first >= static_cast<int>(spec.objects.size()))
+        throw std::invalid_argument("spec.map: bad room object index");
+    const int rooms = spec.map.rooms_r * spec.map.rooms_c;
+    if (rooms <= 0 || spec.map.room_size <= 0) throw std::invalid_argument("spec.map: bad room layout");
+    long per_room = (num_agents + rooms - 1) / rooms;
+    for (const auto& p : spec.map.room_objects) per_room += p.second;
+    if (per_room > static_cast<long>(spec.map.room_size) * spec.map.room_size)
+      throw std::invalid_argument("spec.map: room objects do not fit in a room");
+  } else {
+    throw std::invalid_argument("spec.map: unknown kind '" + spec.map.kind + "'");
+  }
+  if (num_agents <= 0) throw std::invalid_argument("spec.map: no agents");
+
+  // Stats.
+  stats.num_items = n_items;
+  stats.num_actions = num_actions;
+  stat_names.assign(stats.size(), "");
+  for (int i = 0; i < n_items; ++i) {
+    const auto& it = spec.item_names[i];
+    stat_names[stats.gained(i)] = it + ".gained";
+    stat_names[stats.lost(i)] = it + ".lost";
+    stat_names[stats.get(i)] = it + ".get";
+    stat_names[stats.put(i)] = it + ".put";
+    stat_names[stats.stolen(i)] = it + ".stolen";
+  }
+  for (int a = 0; a < num_actions; ++a) {
+    stat_names[stats.success(a)] = "action." + spec.action_names[a] + ".success";
+    stat_names[stats.failed(a)] = "action." + spec.action_names[a] + ".failed";
+  }
+  stat_names[stats.invalid()] = "action.invalid";
+  stat_names[stats.frozen_ticks()] = "status.frozen.ticks";
+  stat_names[stats.attack_hit()] = "attack.hit";
+  stat_names[stats.attack_blocked()] = "attack.blocked";
+  stat_names[stats.attack_steals()] = "attack.steals";
+  for (const auto& o : spec.objects) game_stat_names.push_back("objects." + o.name);
+  game_stat_names.push_back("tokens.written");
+  game_stat_names.push_back("tokens.dropped");
+
+  // Type names.
+  type_names.assign(1, "agent");
+  for (const auto& o : spec.objects) {
+    if (o.type_id >= static_cast<int>(type_names.size())) type_names.resize(o.type_id + 1);
+    type_names[o.type_id] = o.name;
+  }
+
+  // Inventory limits and rewards.
+  item_groups.assign(n_items, {});
+  for (size_t g = 0; g < spec.agent.shared_limits.size(); ++g)
+    for (int item : spec.agent.shared_limits[g].items) {
+      check_item(item);
+      item_groups[item].push_back(static_cast<int>(g));
+    }
+  for (int i = 0; i < n_items; ++i)
+    if (spec.agent.reward_weights[i] != 0.0f) reward_items.push_back(i);
+
+  // Observation window, nearest cells first.
+  const int oh = spec.obs_height, ow = spec.obs_width, cr = oh / 2, cc = ow / 2;
+  centre_location = static_cast<uint8_t>((cr << 4) | cc);
+  for (int r = 0; r < oh; ++r)
+    for (int c = 0; c < ow; ++c) obs_offsets.push_back({r - cr, c - cc, static_cast<uint8_t>((r << 4) | c)});
+  std::stable_sort(obs_offsets.begin(), obs_offsets.end(), [](const ObsOffset& a, const ObsOffset& b) {
+    const int da = std::abs(a.dr) + std::abs(a.dc), db = std::abs(b.dr) + std::abs(b.dc);
+    if (da != db) return da < db;
+    if (a.dr != b.dr) return a.dr < b.dr;
+    return a.dc < b.dc;
+  });
+  pad = std::max(oh, ow);
+}
+
+Rules::~Rules() {
+  for (auto* h : handlers) delete h;
+}
+
+}  // namespace mettagrid

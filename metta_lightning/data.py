@@ -1,0 +1,194 @@
+"""Rollouts as a Lightning dataloader: a TorchRL `Collector` over `MettaGridEnv`.
+
+Each item is one rollout TensorDict `[N, T]` (rows x time, time last) holding `observation`,
+`is_init`, `recurrent_state` (recurrent policies: the state the actor used at that step),
+`action`, `action_log_prob`, `state_value` and `("next", observation|reward|done|terminated|truncated)`.
+The dataset has a `__len__`, so Lightning does not prefetch the next rollout before the update
+(which would make PPO one update stale), and the collector is built once per process so the games
+keep running across epochs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torch.utils.data import DataLoader, IterableDataset
+from torchrl.envs.utils import ExplorationType, exploration_type
+
+from envs import presets
+from envs.config import GameConfig
+from envs.info import EnvInfo
+
+__all__ = ["CollectorDataset", "RolloutActor", "RolloutDataModule", "identity", "resolve_game"]
+
+
+def identity(x: Any) -> Any:
+    """collate_fn for rollouts (the default collate would iterate over a TensorDict's first dim)."""
+    return x
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve_game(game: str | GameConfig | dict, overrides: dict | None = None) -> GameConfig:
+    """A GameConfig (or its dict), or the name of a preset in `envs.presets.PRESETS`; then `overrides`
+    (GameConfig fields, merged recursively) are applied and the result validated."""
+    if isinstance(game, str):
+        if game not in presets.PRESETS:
+            raise ValueError(f"unknown game preset {game!r} (presets: {', '.join(presets.PRESETS)})")
+        game = presets.PRESETS[game]()
+    elif isinstance(game, dict):
+        game = GameConfig.model_validate(game)
+    if overrides:
+        game = GameConfig.model_validate(_merge(game.model_dump(), overrides))
+    return game
+
+
+class RolloutActor(TensorDictModuleBase):
+    """The acting side of a `models.Policy` for the collector (shares the policy's weights).
+
+    Samples actions from the logits (argmax under a deterministic exploration type) and writes
+    `action`, `action_log_prob`, `state_value` and, for recurrent policies, `recurrent_state`: the
+    state used at this step (zeroed on rows whose episode starts, `is_init`). The live state is kept
+    here between steps."""
+
+    def __init__(self, policy: torch.nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+        self.in_keys = ["observation", "is_init"]
+        self.out_keys = ["action", "action_log_prob", "state_value"] + (
+            ["recurrent_state"] if policy.is_recurrent else [])
+        self.state: torch.Tensor | None = None
+
+    def forward(self, td: TensorDictBase) -> TensorDictBase:
+        obs = td.get("observation")
+        is_init = td.get("is_init").view(-1)
+        state = None
+        if self.policy.is_recurrent:
+            if self.state is None or self.state.shape[0] != obs.shape[0] or self.state.device != obs.device:
+                self.state = self.policy.initial_state(obs.shape[0], obs.device)
+            state = self.state * (~is_init).view(-1, *([1] * (self.state.dim() - 1))).to(self.state.dtype)
+            td.set("recurrent_state", state)
+        logits, value, new_state = self.policy.forward_step(obs, state, is_init)
+        log_probs = torch.log_softmax(logits, dim=-1)
+        if exploration_type() in (ExplorationType.DETERMINISTIC, ExplorationType.MODE):
+            action = logits.argmax(-1)
+        else:  # Gumbel-max sampling
+            u = torch.rand_like(logits).clamp_(1e-20, 1.0)
+            action = (logits - torch.log(-torch.log(u))).argmax(-1)
+        td.set("action", action)
+        td.set("action_log_prob", log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1))
+        td.set("state_value", value)
+        self.state = new_state
+        return td
+
+
+class CollectorDataset(IterableDataset):
+    """`rollouts_per_epoch` rollouts from a collector built on first use and kept for later epochs."""
+
+    def __init__(self, make_collector, rollouts_per_epoch: int, on_rollout=None) -> None:
+        self.make_collector = make_collector
+        self.rollouts_per_epoch = rollouts_per_epoch
+        self.on_rollout = on_rollout
+        self.collector = None
+        self._it = None
+
+    def __len__(self) -> int:  # a length turns off Lightning's one-batch prefetch (stale PPO data)
+        return self.rollouts_per_epoch
+
+    def __iter__(self):
+        if self._it is None:
+            self.collector = self.make_collector()
+            self._it = iter(self.collector)
+        for _ in range(self.rollouts_per_epoch):
+            start = time.perf_counter()
+            td = next(self._it)
+            if self.on_rollout is not None:
+                self.on_rollout(td, time.perf_counter() - start)
+            yield td
+
+
+class RolloutDataModule(L.LightningDataModule):
+    """Rollouts from MettaGrid games for PPO.
+
+    Args:
+        game: a game preset name (see `envs.presets.PRESETS`) or a full GameConfig.
+        game_overrides: GameConfig fields merged (recursively) over `game`, e.g. {max_steps: 100}.
+        num_envs: games stepped together per process (rows = num_envs x agents per game).
+        horizon: environment steps per rollout (T); one rollout = rows x horizon agent-steps.
+        rollouts_per_epoch: rollouts per Lightning epoch (how often epoch-end callbacks run).
+        seed: base seed of the games; rank r uses seed + 1000 * r.
+        env_device: device of the env's tensors; None = CPU.
+    """
+
+    def __init__(self, game: str | GameConfig = "arena_basic_easy_shaped", game_overrides: dict | None = None,
+                 num_envs: int = 4, horizon: int = 64,
+                 rollouts_per_epoch: int = 10, seed: int = 0, env_device: str | None = None) -> None:
+        super().__init__()
+        for name, value in (("num_envs", num_envs), ("horizon", horizon), ("rollouts_per_epoch", rollouts_per_epoch)):
+            if value < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {value}")
+        self.game = resolve_game(game, game_overrides)
+        self.num_envs, self.horizon, self.rollouts_per_epoch = num_envs, horizon, rollouts_per_epoch
+        self.seed, self.env_device = seed, env_device
+        self.env_info = EnvInfo.from_config(self.game)
+        self.env = None
+        self.actor: RolloutActor | None = None
+        self._dataset: CollectorDataset | None = None
+        self._episodes: list[dict] = []
+        self.last_rollout_seconds = 0.0
+
+    @property
+    def num_rows(self) -> int:
+        """Agents stepped together in this process."""
+        return self.num_envs * self.env_info.num_agents
+
+    @property
+    def batch_size(self) -> int:
+        """Agent-steps per rollout in this process."""
+        return self.num_rows * self.horizon
+
+    def make_env(self, seed: int):
+        from envs.torchrl_env import MettaGridEnv
+
+        return MettaGridEnv(self.game, num_envs=self.num_envs, seed=seed, device=self.env_device or "cpu")
+
+    def _make_collector(self):
+        from torchrl.collectors import Collector
+
+        module = self.trainer.lightning_module
+        rank = self.trainer.global_rank
+        self.env = self.make_env(self.seed + 1000 * rank)
+        self.actor = RolloutActor(module.policy)
+        return Collector(self.env, self.actor, frames_per_batch=self.batch_size, total_frames=-1,
+                         policy_device=module.device, storing_device=module.device,
+                         env_device=self.env.device, track_traj_ids=False, return_same_td=True,
+                         split_trajs=False)
+
+    def _on_rollout(self, td: TensorDictBase, seconds: float) -> None:
+        self.last_rollout_seconds = seconds
+        self._episodes.extend(self.env.episode_stats())
+
+    def pop_episode_stats(self) -> list[dict]:
+        """Episodes finished since the last call (see `envs.MettaGrid.episode_stats`)."""
+        episodes, self._episodes = self._episodes, []
+        return episodes
+
+    def train_dataloader(self) -> DataLoader:
+        if self._dataset is None:
+            self._dataset = CollectorDataset(self._make_collector, self.rollouts_per_epoch, self._on_rollout)
+        return DataLoader(self._dataset, batch_size=None, collate_fn=identity, num_workers=0)
+
+    def teardown(self, stage: str) -> None:
+        if self._dataset is not None and self._dataset.collector is not None:
+            self._dataset.collector.shutdown()
+        self._dataset = None

@@ -1,0 +1,230 @@
+"""`PPOModule`: PPO as a LightningModule with manual optimization.
+
+`training_step` receives one rollout `[N, T]` from `RolloutDataModule`, computes advantages once,
+then runs `update_epochs` x minibatches of whole BPTT segments, each segment starting from the
+recurrent state the actor really had. Gradients go through `self.manual_backward` (which DDP
+needs). Hyperparameters are stored as plain dicts so checkpoints load with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from tensordict import TensorDictBase
+
+from envs.info import EnvInfo
+from envs.torchrl_env import summarize_episode_stats
+from models.base import Policy, build_policy, policy_spec
+
+from . import ppo
+
+__all__ = ["PPOModule"]
+
+
+class PPOModule(L.LightningModule):
+    """PPO on rollouts of a `models.Policy` (defaults: the original's trainer).
+
+    Args:
+        policy: the policy class and its init args (built as `cls(env_info, **init_args)`); default `models.Fast`.
+        env_info: env-derived sizes and names; linked from the data module by the CLI.
+        learning_rate: Adam learning rate.
+        adam_eps: Adam epsilon.
+        adam_betas: Adam betas.
+        clip_coef: PPO policy ratio clip.
+        ent_coef: entropy bonus coefficient.
+        vf_coef: value loss coefficient.
+        vf_clip_coef: value clip around the stored values (<= 0: no clipping).
+        gamma: discount.
+        gae_lambda: GAE lambda.
+        vtrace_rho_clip: V-trace clip of the importance ratio in the TD error.
+        vtrace_c_clip: V-trace clip of the importance ratio in the trace.
+        norm_adv: normalise advantages (global statistics across ranks).
+        max_grad_norm: gradient norm clip (<= 0: none).
+        bptt_horizon: steps per training segment (must divide the rollout horizon).
+        minibatch_size: agent-steps per minibatch (whole segments; must divide the rollout).
+        update_epochs: passes over each rollout.
+        target_kl: stop a rollout's epochs early when approx_kl exceeds this (None: never).
+    """
+
+    def __init__(
+        self,
+        policy: Callable[[EnvInfo], Policy] | None = None,
+        env_info: EnvInfo | None = None,
+        learning_rate: float = 0.00115,
+        adam_eps: float = 3.19e-7,
+        adam_betas: tuple[float, float] = (0.9, 0.999),
+        clip_coef: float = 0.264,
+        ent_coef: float = 0.01,
+        vf_coef: float = 0.898,
+        vf_clip_coef: float = 0.1,
+        gamma: float = 0.977,
+        gae_lambda: float = 0.891,
+        vtrace_rho_clip: float = 1.0,
+        vtrace_c_clip: float = 1.0,
+        norm_adv: bool = True,
+        max_grad_norm: float = 0.5,
+        bptt_horizon: int = 64,
+        minibatch_size: int = 4096,
+        update_epochs: int = 1,
+        target_kl: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        if env_info is None:
+            raise ValueError("PPOModule needs env_info (the CLI links it from data.env_info)")
+        if isinstance(env_info, dict):
+            env_info = EnvInfo.model_validate(env_info)
+        self.env_info = env_info
+        if policy is None:
+            from models.fast import Fast
+
+            policy = Fast
+        self.policy: Policy = build_policy(policy, env_info) if isinstance(policy, dict) else policy(env_info)
+        for name, value in (("bptt_horizon", bptt_horizon), ("minibatch_size", minibatch_size),
+                            ("update_epochs", update_epochs)):
+            if value < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {value}")
+        self.learning_rate, self.adam_eps, self.adam_betas = learning_rate, adam_eps, tuple(adam_betas)
+        self.clip_coef, self.ent_coef, self.vf_coef, self.vf_clip_coef = clip_coef, ent_coef, vf_coef, vf_clip_coef
+        self.gamma, self.gae_lambda = gamma, gae_lambda
+        self.vtrace_rho_clip, self.vtrace_c_clip = vtrace_rho_clip, vtrace_c_clip
+        self.norm_adv, self.max_grad_norm = norm_adv, max_grad_norm
+        self.bptt_horizon, self.minibatch_size, self.update_epochs = bptt_horizon, minibatch_size, update_epochs
+        self.target_kl = target_kl
+        self.agent_steps = 0
+        self._last_step_time: float | None = None
+        # Plain dicts only: checkpoints are loaded with weights_only=True.
+        self.save_hyperparameters({
+            "policy": policy_spec(self.policy), "env_info": env_info.model_dump(),
+            "learning_rate": learning_rate, "adam_eps": adam_eps, "adam_betas": list(adam_betas),
+            "clip_coef": clip_coef, "ent_coef": ent_coef, "vf_coef": vf_coef, "vf_clip_coef": vf_clip_coef,
+            "gamma": gamma, "gae_lambda": gae_lambda, "vtrace_rho_clip": vtrace_rho_clip,
+            "vtrace_c_clip": vtrace_c_clip, "norm_adv": norm_adv, "max_grad_norm": max_grad_norm,
+            "bptt_horizon": bptt_horizon, "minibatch_size": minibatch_size, "update_epochs": update_epochs,
+            "target_kl": target_kl})
+
+    # -- setup -------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.policy.parameters(), lr=self.learning_rate, eps=self.adam_eps,
+                                betas=self.adam_betas)
+
+    def validate_sizes(self, num_rows: int, horizon: int) -> None:
+        """Raise ValueError naming the numbers unless rollouts `[num_rows, horizon]` fit bptt/minibatch."""
+        ppo.validate_sizes(num_rows, horizon, self.bptt_horizon, self.minibatch_size)
+
+    def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "num_rows") and hasattr(dm, "horizon"):
+            self.validate_sizes(dm.num_rows, dm.horizon)
+        self._last_step_time = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["agent_steps"] = int(self.agent_steps)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.agent_steps = int(checkpoint.get("agent_steps", 0))
+
+    # -- PPO ---------------------------------------------------------------------------------------
+    def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        return self.trainer.strategy.reduce(t, reduce_op="sum") if self.trainer.world_size > 1 else t
+
+    @torch.no_grad()
+    def final_values(self, td: TensorDictBase) -> torch.Tensor:
+        """`[N, T]`: V(true final obs) where an episode was truncated and at the last step; 0 elsewhere.
+        Recurrent policies replay the step from the stored state, then evaluate the final obs."""
+        truncated = td.get(("next", "truncated"))[..., 0]
+        need = truncated.clone()
+        need[:, -1] = True
+        rows, steps = need.nonzero(as_tuple=True)
+        out = torch.zeros(truncated.shape, device=truncated.device)
+        obs, nxt = td.get("observation")[rows, steps], td.get(("next", "observation"))[rows, steps]
+        if self.policy.is_recurrent:
+            seq = torch.stack([obs, nxt], dim=1)
+            is_init = torch.stack([td.get("is_init")[rows, steps, 0], torch.zeros_like(rows, dtype=torch.bool)], 1)
+            _, values, _ = self.policy.forward_sequence(seq, td.get("recurrent_state")[rows, steps], is_init)
+            out[rows, steps] = values[:, 1]
+        else:
+            _, values, _ = self.policy.forward_sequence(nxt.unsqueeze(1), None,
+                                                        torch.ones(len(rows), 1, dtype=torch.bool, device=nxt.device))
+            out[rows, steps] = values[:, 0]
+        return out
+
+    def training_step(self, td: TensorDictBase, batch_idx: int) -> None:
+        now = time.perf_counter()
+        n, t = td.batch_size
+        self.validate_sizes(n, t)
+        opt = self.optimizers()
+        rewards = td.get(("next", "reward"))[..., 0]
+        terminated = td.get(("next", "terminated"))[..., 0]
+        done = td.get(("next", "done"))[..., 0]
+        values = td.get("state_value")
+        old_log_prob = td.get("action_log_prob")
+        next_vals = ppo.next_values(values, self.final_values(td), done)
+
+        def compute_advantages(ratio):
+            return ppo.advantages(rewards, values, next_vals, terminated, done, self.gamma, self.gae_lambda,
+                                  ratio, self.vtrace_rho_clip, self.vtrace_c_clip)
+
+        adv = compute_advantages(None)
+        # Whole BPTT segments, each starting from the state the actor had at that step.
+        bptt = self.bptt_horizon
+        seg = lambda x: ppo.segment(x, bptt)  # noqa: E731
+        obs, is_init = seg(td.get("observation")), seg(td.get("is_init")[..., 0])
+        actions, old_lp, old_v = seg(td.get("action")), seg(old_log_prob), seg(values)
+        state0 = seg(td.get("recurrent_state"))[:, 0] if self.policy.is_recurrent else None
+        num_segments = obs.shape[0]
+        ratio_buf = torch.ones(num_segments, bptt, device=values.device)
+        stats_sum: dict[str, torch.Tensor] = {}
+        updates = 0
+        for epoch in range(self.update_epochs):
+            if epoch > 0:  # V-trace: importance ratios of the current policy vs the behaviour policy
+                adv = compute_advantages(ratio_buf.view(n, t))
+            returns = seg(adv + values)
+            adv_seg = seg(ppo.normalize_advantages(adv, self._all_reduce) if self.norm_adv else adv)
+            stop = False
+            for idx in ppo.minibatch_segments(num_segments, self.minibatch_size // bptt):
+                idx = idx.to(values.device)
+                logits, new_v, _ = self.policy.forward_sequence(
+                    obs[idx], state0[idx] if state0 is not None else None, is_init[idx])
+                loss, stats, ratio = ppo.ppo_loss(logits, actions[idx], old_lp[idx], new_v, old_v[idx],
+                                                  returns[idx], adv_seg[idx], self.clip_coef, self.vf_clip_coef,
+                                                  self.ent_coef, self.vf_coef)
+                opt.zero_grad(set_to_none=True)
+                self.manual_backward(loss)
+                if self.max_grad_norm > 0:
+                    self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+                opt.step()
+                ratio_buf[idx] = ratio
+                updates += 1
+                for k, v in stats.items():
+                    stats_sum[k] = stats_sum.get(k, 0.0) + v
+                if self.target_kl is not None and stats["approx_kl"] > self.target_kl:
+                    stop = True
+                    break
+            if stop:
+                break
+
+        frames = n * t
+        self.agent_steps += frames * self.trainer.world_size
+        logs = {f"losses/{k}": v / updates for k, v in stats_sum.items()}
+        logs["losses/explained_variance"] = ppo.explained_variance(values.flatten(), (adv + values).flatten())
+        logs["overview/agent_steps"] = float(self.agent_steps)
+        train_s = time.perf_counter() - now
+        dm = getattr(self.trainer, "datamodule", None)
+        rollout_s = float(getattr(dm, "last_rollout_seconds", 0.0) or 0.0)
+        if self._last_step_time is not None:  # whole iteration: collection + update + glue
+            logs["overview/sps"] = frames * self.trainer.world_size / (now + train_s - self._last_step_time)
+        self._last_step_time = now + train_s
+        if rollout_s > 0:
+            logs["overview/collect_sps"] = frames / rollout_s
+        logs["overview/train_sps"] = frames / train_s
+        if dm is not None and hasattr(dm, "pop_episode_stats"):
+            logs.update(summarize_episode_stats(dm.pop_episode_stats()))
+        self.log_dict({k: float(v) for k, v in logs.items()}, on_step=True, on_epoch=False, prog_bar=False,
+                      batch_size=frames)
+        if "overview/reward" in logs:
+            self.log("reward", logs["overview/reward"], prog_bar=True, on_step=True, on_epoch=False,
+                     logger=False, batch_size=frames)

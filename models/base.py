@@ -1,0 +1,104 @@
+"""The common base of every policy, and the token-to-box observation shim.
+
+A policy is built as `cls(env_info, **init_args)` and keeps `self.init_args` (a JSON-serialisable
+dict), so a checkpoint stores `policy_spec(policy) == {"class_path", "init_args"}` plus the
+`EnvInfo`, and `build_policy(spec, env_info)` rebuilds it. Observations are uint8 token arrays
+`[..., num_tokens, 3]`; the recurrent state (if any) is one tensor with the batch dim first, so it
+can be stored in the rollout next to the observation it was used with.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from envs.info import EnvInfo
+
+__all__ = ["Policy", "TokenToBox", "build_policy", "layer_init", "policy_spec"]
+
+
+class Policy(nn.Module):
+    """Base of all policies.
+
+    Subclasses implement `forward_sequence` (training, over `[B, T]`) and set `is_recurrent`;
+    `forward_step` (acting, one step) defaults to a length-1 sequence.
+    """
+
+    is_recurrent: bool = False
+
+    def __init__(self, env_info: EnvInfo, **init_args: Any) -> None:
+        super().__init__()
+        json.dumps(init_args)  # fail early if a checkpoint could not store them
+        self.env_info = env_info
+        self.init_args = dict(init_args)
+
+    def initial_state(self, batch: int, device: torch.device | str = "cpu") -> Tensor | None:
+        """The state at an episode start, batch dim first; `None` for feed-forward policies."""
+        return None
+
+    def forward_sequence(self, obs: Tensor, state: Tensor | None, is_init: Tensor
+                         ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """obs uint8 `[B, T, tokens, 3]`, `state` `[B, ...]` at t=0, `is_init` bool `[B, T]` (episode
+        starts: the state is zeroed before that step). Returns logits `[B, T, A]`, values `[B, T]` and
+        the state after the last step."""
+        raise NotImplementedError
+
+    def forward_step(self, obs: Tensor, state: Tensor | None, is_init: Tensor
+                     ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """One step: obs `[B, tokens, 3]`, is_init `[B]` -> logits `[B, A]`, values `[B]`, next state."""
+        logits, values, state = self.forward_sequence(obs.unsqueeze(1), state, is_init.unsqueeze(1))
+        return logits[:, 0], values[:, 0], state
+
+
+def policy_spec(policy: Policy) -> dict:
+    """`{"class_path", "init_args"}`: what a checkpoint stores to rebuild `policy` (with its EnvInfo)."""
+    cls = type(policy)
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(policy.init_args)}
+
+
+def build_policy(spec: dict, env_info: EnvInfo) -> Policy:
+    """Rebuild a policy from `policy_spec(...)` output."""
+    module_name, _, cls_name = spec["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(env_info, **spec.get("init_args", {}))
+
+
+def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
+    """Orthogonal weights, constant bias (CleanRL / PufferLib)."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+class TokenToBox(nn.Module):
+    """Scatter observation tokens `(location, feature_id, value)` into a `[features, H, W]` box,
+    each value divided by its feature's normalisation (EnvInfo.feature_normalizations).
+    Location is `(row << 4) | col`; empty tokens (0xFF) and unknown feature ids are dropped."""
+
+    def __init__(self, env_info: EnvInfo) -> None:
+        super().__init__()
+        self.num_features = len(env_info.feature_names)
+        self.height, self.width = env_info.obs_height, env_info.obs_width
+        norms = torch.tensor(env_info.feature_normalizations, dtype=torch.float32)
+        # One extra "dump" feature for invalid tokens, dropped after the scatter.
+        self.register_buffer("inv_norm", torch.cat([1.0 / norms, torch.zeros(1)]), persistent=False)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        lead = obs.shape[:-2]
+        tokens = obs.reshape(-1, obs.shape[-2], 3).long()
+        loc, feat, val = tokens.unbind(-1)
+        row, col = loc >> 4, loc & 15
+        hw = self.height * self.width
+        valid = (loc != 255) & (feat < self.num_features) & (row < self.height) & (col < self.width)
+        feat = torch.where(valid, feat, self.num_features)
+        index = feat * hw + torch.where(valid, row * self.width + col, 0)
+        values = val.to(torch.float32) * self.inv_norm[feat]
+        box = torch.zeros(tokens.shape[0], (self.num_features + 1) * hw, device=obs.device)
+        box.scatter_(1, index, values)
+        box = box[:, : self.num_features * hw]
+        return box.view(*lead, self.num_features, self.height, self.width)

@@ -258,8 +258,7 @@ void Game::fire_events() {
 
 void Game::act(int agent, int32_t action) {
   Agent& a = agents_[agent];
-  if (a.frozen > 0) {  // skipped: neither success nor failure
-    --a.frozen;
+  if (a.frozen > 0) {  // skipped: neither success nor failure (the counter runs down at step start)
     stat(agent, rules_->stats.frozen_ticks()) += 1.0f;
     a.last_action = (action >= 0 && action < rules_->num_actions) ? action : rules_->noop_action;
     a.last_action_arg = (action >= 0 && action < rules_->num_actions) ? rules_->action_arg[action] : 0;
@@ -290,6 +289,10 @@ float Game::score(int agent) const {
 void Game::step(const int32_t* actions, uint8_t* obs, float* rewards) {
   ++tick_;
   fire_events();
+  // Freeze counters run down at the start of a step: an agent hit with freeze_duration F shows F
+  // right after the hit and skips its actions of that step and the next F - 1.
+  for (auto& ag : agents_)
+    if (ag.frozen > 0) --ag.frozen;
 
   // Seeded shuffled order; attacks resolve before everything else.
   for (int i = 0; i < num_agents_; ++i) order_[i] = i;

@@ -30,8 +30,9 @@ void Game::init_grid(int h, int w) {
   width_ = w;
   stride_ = w + 2 * pad_;
   const size_t cells = static_cast<size_t>(h + 2 * pad_) * stride_;
-  cell_agent_.assign(cells, -1);
-  cell_object_.assign(cells, -1);
+  cells_.assign(cells, Cell());
+  window_.clear();
+  for (const ObsOffset& off : rules_->obs_offsets) window_.push_back(static_cast<ptrdiff_t>(off.dr) * stride_ + off.dc);
 }
 
 int Game::add_object(int type_index, int r, int c) {
@@ -47,7 +48,7 @@ int Game::add_object(int type_index, int r, int c) {
   o.col = c;
   objects_.push_back(o);
   inv_.resize(inv_.size() + num_items_, 0);
-  cell_object_[cell(r, c)] = id;
+  cells_[cell(r, c)].object = id;
   game_stats_[type_index] += 1.0;
   if (o.is_converter && os.initial_resource_count > 0)
     for (const auto& p : os.outputs) inv(id, p.first) += os.initial_resource_count;
@@ -64,7 +65,7 @@ int Game::add_agent(int r, int c) {
   o.agent = static_cast<int>(agents_.size());
   objects_.push_back(o);
   inv_.resize(inv_.size() + num_items_, 0);
-  cell_agent_[cell(r, c)] = id;
+  cells_[cell(r, c)].agent = id;
   Agent a;
   a.object = id;
   a.group = static_cast<uint8_t>(spec_.agent.group_id);
@@ -147,21 +148,21 @@ void Game::reset(uint64_t base_seed, int episode, uint8_t* obs) {
 
 void Game::move_agent(int agent, int r, int c) {
   Object& o = objects_[agents_[agent].object];
-  cell_agent_[cell(o.row, o.col)] = -1;
+  cells_[cell(o.row, o.col)].agent = -1;
   o.row = r;
   o.col = c;
-  cell_agent_[cell(r, c)] = agents_[agent].object;
+  cells_[cell(r, c)].agent = agents_[agent].object;
 }
 
 void Game::swap_agent_with_object(int agent, int object) {
   Object& a = objects_[agents_[agent].object];
   Object& o = objects_[object];
   const int ar = a.row, ac = a.col;
-  cell_object_[cell(o.row, o.col)] = -1;
+  cells_[cell(o.row, o.col)].object = -1;
   move_agent(agent, o.row, o.col);
   o.row = ar;
   o.col = ac;
-  cell_object_[cell(ar, ac)] = object;
+  cells_[cell(ar, ac)].object = object;
 }
 
 int Game::agent_room(int agent, int item) const {
@@ -335,38 +336,22 @@ void Game::step(const int32_t* actions, uint8_t* obs, float* rewards) {
 
 static inline uint8_t clamp255(int64_t v) { return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v)); }
 
-int Game::emit_object(int id, uint8_t loc, uint8_t* out, int n) {
-  // Writes this object's tokens from token n on; returns the new count (may exceed the limit:
-  // tokens past it are not written, only counted).
-  const Object& o = objects_[id];
-  const int T = num_tokens_;
-  auto put = [&](uint8_t f, uint8_t v) {
-    if (n < T) {
+namespace {
+// Token writer for one agent's observation: tokens past the limit are counted, not written.
+struct TokenWriter {
+  uint8_t* out;
+  int n, limit;
+  inline void put(uint8_t loc, uint8_t f, uint8_t v) {
+    if (n < limit) {
       uint8_t* t = out + 3 * n;
       t[0] = loc;
       t[1] = f;
       t[2] = v;
     }
     ++n;
-  };
-  put(feature::kTypeId, o.type_id);
-  const int32_t* inv = &inv_[static_cast<size_t>(id) * num_items_];
-  if (o.layer == 0) {
-    const Agent& a = agents_[o.agent];
-    put(feature::kGroup, a.group);
-    put(feature::kFrozen, a.frozen > 0 ? 1 : 0);
-    put(feature::kOrientation, a.orientation);
-    if (a.glyph) put(feature::kGlyph, a.glyph);
-  } else if (o.is_converter) {
-    put(feature::kConverting, (o.converting || o.cooling) ? 1 : 0);
-  } else {
-    if (o.swappable) put(feature::kSwappable, 1);
-    return n;
   }
-  for (int i = 0; i < num_items_; ++i)
-    if (inv[i] > 0) put(static_cast<uint8_t>(feature::kInventoryBase + i), clamp255(inv[i]));
-  return n;
-}
+};
+}  // namespace
 
 void Game::write_obs(int agent, uint8_t* out) {
   const int T = num_tokens_;
@@ -374,39 +359,55 @@ void Game::write_obs(int agent, uint8_t* out) {
   const Agent& ag = agents_[agent];
   const Object& self = objects_[ag.object];
   const uint8_t centre = rules_->centre_location;
-  const uint8_t globals[4][2] = {
-      {feature::kEpisodeCompletion,
-       static_cast<uint8_t>(spec_.max_steps > 0
-                                ? clamp255(std::llround(static_cast<double>(tick_) / spec_.max_steps * 255.0))
-                                : 0)},
-      {feature::kLastAction, clamp255(ag.last_action)},
-      {feature::kLastActionArg, clamp255(ag.last_action_arg)},
-      {feature::kLastReward, clamp255(std::lround(ag.current_reward * 100.0f))},
+  TokenWriter w{out, 0, T};
+  w.put(centre, feature::kEpisodeCompletion,
+        spec_.max_steps > 0 ? clamp255(std::llround(static_cast<double>(tick_) / spec_.max_steps * 255.0)) : 0);
+  w.put(centre, feature::kLastAction, clamp255(ag.last_action));
+  w.put(centre, feature::kLastActionArg, clamp255(ag.last_action_arg));
+  w.put(centre, feature::kLastReward, clamp255(std::lround(ag.current_reward * 100.0f)));
+
+  const Cell* base = cells_.data() + cell(self.row, self.col);
+  const ObsOffset* offs = rules_->obs_offsets.data();
+  const ptrdiff_t* deltas = window_.data();
+  const int n_cells = static_cast<int>(window_.size());
+  const Object* objs = objects_.data();
+  const int32_t* inv = inv_.data();
+  const int n_items = num_items_;
+  auto emit_inventory = [&](int id, uint8_t loc) {
+    const int32_t* held = inv + static_cast<size_t>(id) * n_items;
+    for (int i = 0; i < n_items; ++i)
+      if (held[i] > 0) w.put(loc, static_cast<uint8_t>(feature::kInventoryBase + i), clamp255(held[i]));
   };
-  int n = 0;
-  for (const auto& g : globals) {
-    if (n < T) {
-      out[3 * n] = centre;
-      out[3 * n + 1] = g[0];
-      out[3 * n + 2] = g[1];
+  for (int k = 0; k < n_cells; ++k) {
+    const Cell& c = base[deltas[k]];
+    if (c.agent < 0 && c.object < 0) continue;
+    const uint8_t loc = offs[k].location;
+    if (c.agent >= 0) {
+      const Object& o = objs[c.agent];
+      const Agent& a = agents_[o.agent];
+      w.put(loc, feature::kTypeId, o.type_id);
+      w.put(loc, feature::kGroup, a.group);
+      w.put(loc, feature::kFrozen, a.frozen > 0 ? 1 : 0);
+      w.put(loc, feature::kOrientation, a.orientation);
+      if (a.glyph) w.put(loc, feature::kGlyph, a.glyph);
+      emit_inventory(c.agent, loc);
     }
-    ++n;
+    if (c.object >= 0) {
+      const Object& o = objs[c.object];
+      w.put(loc, feature::kTypeId, o.type_id);
+      if (o.is_converter) {
+        w.put(loc, feature::kConverting, (o.converting || o.cooling) ? 1 : 0);
+        emit_inventory(c.object, loc);
+      } else if (o.swappable) {
+        w.put(loc, feature::kSwappable, 1);
+      }
+    }
   }
-  const size_t base = cell(self.row, self.col);
-  const int32_t* ca = cell_agent_.data();
-  const int32_t* co = cell_object_.data();
-  const ptrdiff_t stride = stride_;
-  for (const ObsOffset& off : rules_->obs_offsets) {
-    const size_t c = base + off.dr * stride + off.dc;
-    const int32_t a = ca[c], o = co[c];
-    if (a >= 0) n = emit_object(a, off.location, out, n);
-    if (o >= 0) n = emit_object(o, off.location, out, n);
-  }
-  if (n > T) {
+  if (w.n > T) {
     tokens_written_ += T;
-    tokens_dropped_ += n - T;
+    tokens_dropped_ += w.n - T;
   } else {
-    tokens_written_ += n;
+    tokens_written_ += w.n;
   }
 }
 

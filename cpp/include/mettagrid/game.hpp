@@ -78,8 +78,8 @@ class Game {
   int inventory(int object, int item) const { return inv_[static_cast<size_t>(object) * num_items_ + item]; }
 
   // Used by the action handlers.
-  int32_t agent_at(int r, int c) const { return cell_agent_[cell(r, c)]; }
-  int32_t object_at(int r, int c) const { return cell_object_[cell(r, c)]; }
+  int32_t agent_at(int r, int c) const { return cells_[cell(r, c)].agent; }
+  int32_t object_at(int r, int c) const { return cells_[cell(r, c)].object; }
   bool in_bounds(int r, int c) const { return r >= 0 && c >= 0 && r < height_ && c < width_; }
   void move_agent(int agent, int r, int c);
   void swap_agent_with_object(int agent, int object);
@@ -105,7 +105,6 @@ class Game {
   void fire_events();
   void act(int agent, int32_t action);
   void write_obs(int agent, uint8_t* out);
-  int emit_object(int object, uint8_t loc, uint8_t* out, int n);
   float score(int agent) const;
 
   std::shared_ptr<const Rules> rules_;
@@ -117,7 +116,11 @@ class Game {
   int64_t tick_ = 0, limit_ = 0;
   bool done_ = false, truncated_ = false;
   int height_ = 0, width_ = 0, pad_ = 0, stride_ = 0;
-  std::vector<int32_t> cell_agent_, cell_object_;
+  struct Cell {
+    int32_t agent = -1, object = -1;  // object ids on the agent and object layers, -1 empty
+  };
+  std::vector<Cell> cells_;         // padded by rules.pad on every side
+  std::vector<ptrdiff_t> window_;   // per rules.obs_offsets entry: cell index delta
   std::vector<Object> objects_;
   std::vector<int32_t> inv_;
   std::vector<Agent> agents_;

@@ -110,7 +110,7 @@ def reattach_wandb(logger: _LightningWandbLogger, run_id: str) -> None:
     fresh_dir = None
     if fresh is not None:
         fresh_dir = os.path.dirname(getattr(fresh, "dir", "") or "") or None  # .../offline-run-X/files
-        fresh.finish(quiet=True)
+        fresh.finish()
     logger._experiment = None
     logger._id = run_id
     logger._wandb_init["id"] = run_id

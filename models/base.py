@@ -90,15 +90,17 @@ class TokenToBox(nn.Module):
 
     def forward(self, obs: Tensor) -> Tensor:
         lead = obs.shape[:-2]
-        tokens = obs.reshape(-1, obs.shape[-2], 3).long()
-        loc, feat, val = tokens.unbind(-1)
+        tokens = obs.reshape(-1, obs.shape[-2], 3)
+        b, f, h, w = tokens.shape[0], self.num_features, self.height, self.width
+        loc, feat = tokens[..., 0].to(torch.int32), tokens[..., 1].to(torch.int32)
         row, col = loc >> 4, loc & 15
-        hw = self.height * self.width
-        valid = (loc != 255) & (feat < self.num_features) & (row < self.height) & (col < self.width)
-        feat = torch.where(valid, feat, self.num_features)
-        index = feat * hw + torch.where(valid, row * self.width + col, 0)
-        values = val.to(torch.float32) * self.inv_norm[feat]
-        box = torch.zeros(tokens.shape[0], (self.num_features + 1) * hw, device=obs.device)
-        box.scatter_(1, index, values)
-        box = box[:, : self.num_features * hw]
-        return box.view(*lead, self.num_features, self.height, self.width)
+        valid = (loc != 255) & (feat < f) & (row < h) & (col < w)
+        # Scatter into a flat [B, H, W, F] buffer (channels-last, which the convolutions prefer);
+        # invalid tokens go to one dump slot past the end.
+        sample = torch.arange(b, dtype=torch.int32, device=obs.device).view(b, 1) * (h * w * f)
+        index = torch.where(valid, sample + (row * w + col) * f + feat, b * h * w * f).view(-1).long()
+        values = tokens[..., 2].to(torch.float32) * self.inv_norm[torch.where(valid, feat, f).long()]
+        flat = torch.zeros(b * h * w * f + 1, device=obs.device)
+        flat.index_put_((index,), values.view(-1))
+        box = flat[:-1].view(b, h, w, f).permute(0, 3, 1, 2)
+        return box.reshape(*lead, f, h, w) if len(lead) != 1 else box

@@ -172,7 +172,9 @@ class Engine {
     return out;
   }
 
-  py::list grid_objects(int g) const {
+  // Every object of game g; with dynamic_only, only those that can change (agents, converters,
+  // swappable objects): replays take the static walls once.
+  py::list grid_objects(int g, bool dynamic_only) const {
     const Game& game = checked_game(g);
     const Rules& rules = env_.rules();
     const auto& items = rules.spec.item_names;
@@ -185,6 +187,7 @@ class Engine {
     const auto& objects = game.objects();
     for (int id = 0; id < static_cast<int>(objects.size()); ++id) {
       const Object& o = objects[id];
+      if (dynamic_only && o.layer != 0 && !o.is_converter && !o.swappable) continue;
       py::dict d;
       d["id"] = id;
       d["type_id"] = static_cast<int>(o.type_id);
@@ -254,7 +257,7 @@ PYBIND11_MODULE(_mettagrid, m) {
       .def("reset_games", &Engine::reset_games)
       .def("games_done", &Engine::games_done)
       .def("episode_stats", &Engine::episode_stats)
-      .def("grid_objects", &Engine::grid_objects, py::arg("game") = 0)
+      .def("grid_objects", &Engine::grid_objects, py::arg("game") = 0, py::arg("dynamic_only") = false)
       .def("current_step", &Engine::current_step, py::arg("game") = 0)
       .def("episode_index", &Engine::episode_index, py::arg("game") = 0)
       .def("map_size", &Engine::map_size, py::arg("game") = 0)

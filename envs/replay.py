@@ -73,13 +73,13 @@ class ReplayRecorder:
                 continue  # nothing new
             if rec is None or rec.episode != episode or step < rec.last_step:
                 rec = self._episodes[g] = _Episode(episode, step)
-            rec.add_frame(step, self._frame(g))
+            rec.add_frame(step, self._frame(g, dynamic_only=bool(rec.objects)))
             if done[g] and not rec.written:
                 self._write(g, rec)
 
-    def _frame(self, g: int) -> list[dict[str, Any]]:
+    def _frame(self, g: int, dynamic_only: bool) -> list[dict[str, Any]]:
         frame = []
-        for o in self.env._core.grid_objects(g):
+        for o in self.env._core.grid_objects(g, dynamic_only):
             obj = {
                 "id": o["id"],
                 "type": o["type_id"],

@@ -160,3 +160,19 @@ def test_replay_roundtrip(tmp_path):
     mine = next(o for o in replay["objects"] if o["type_name"] == "mine_red")
     assert mine["inventory"][0] == [0, []] and mine["inventory"][1] == [1, [[0, 1]]]
     assert env.current_step(1) == 0  # reset after the final frame was captured
+
+
+def test_tokens_dropped_and_memory_replay():
+    env = MettaGrid(presets.ascii(["#####", "#@m@#", "#####"], num_observation_tokens=6, max_steps=3))
+    for _ in range(3):
+        obs, *_ = act(env, "noop")
+    game = env.episode_stats()[0]["game"]
+    assert game["tokens.dropped"] > 0 and game["tokens.written"] == 2 * 6 * 3
+    env = MettaGrid(presets.arena_combat(), num_envs=1, seed=0)
+    rec = env.record_replays(games=[0], directory="memory://smoke_replays")
+    rng = np.random.default_rng(0)
+    for _ in range(1000):
+        env.step(rng.integers(0, 16, env.num_rows))
+    replay = load(rec.paths[0])
+    assert replay["max_steps"] == 1000 and len([o for o in replay["objects"] if o["type"] == 0]) == 24
+    assert replay["config"]["max_steps"] == 1000

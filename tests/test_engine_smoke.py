@@ -167,7 +167,7 @@ def test_tokens_dropped_and_memory_replay():
     for _ in range(3):
         obs, *_ = act(env, "noop")
     game = env.episode_stats()[0]["game"]
-    assert game["tokens.dropped"] > 0 and game["tokens.written"] == 2 * 6 * 3
+    assert game["tokens.dropped"] > 0 and game["tokens.written"] == 2 * 6 * 4  # reset + 3 steps
     env = MettaGrid(presets.arena_combat(), num_envs=1, seed=0)
     rec = env.record_replays(games=[0], directory="memory://smoke_replays")
     rng = np.random.default_rng(0)

@@ -2,7 +2,7 @@
 
 The trace starts at the beginning of the epoch, before its first rollout is fetched, and stops after
 ``num_steps`` training steps, so each traced step covers one rollout (the dataloader's ``next``) and its
-PPO update. The file ``trace_epoch<E>_rank<R>.json`` goes to ``output_dir``: by default a ``traces/``
+PPO update; each is marked by a ``TrainStep#<n>`` span. The file ``trace_epoch<E>_rank<R>.json`` goes to ``output_dir``: by default a ``traces/``
 folder next to the run's checkpoints (``<ModelCheckpoint dirpath>/traces``, else
 ``<default_root_dir>/traces``), so an upload callback that uploads that folder ships it too. Open it in
 ``chrome://tracing`` or https://ui.perfetto.dev. Its path is logged (Python ``logging`` and, on W&B, the
@@ -51,6 +51,7 @@ class TorchProfiler(Callback):
         self.output_dir = output_dir
         self.record_shapes = record_shapes
         self._prof: Optional[torch.profiler.profile] = None
+        self._step_rf: Any = None
         self._steps = 0
         self._epoch = -1
         self.last_profiled_epoch = -1
@@ -77,11 +78,23 @@ class TorchProfiler(Callback):
         self._prof.__enter__()
         self._steps = 0
         self._epoch = epoch
+        self._open_step()
+
+    def _open_step(self) -> None:
+        # One span per training step (rollout fetch + update), like the profiler's own ProfilerStep#N.
+        self._step_rf = torch.profiler.record_function(f"TrainStep#{self._steps}")
+        self._step_rf.__enter__()
+
+    def _close_step(self) -> None:
+        rf, self._step_rf = self._step_rf, None
+        if rf is not None:
+            rf.__exit__(None, None, None)
 
     def _stop(self, trainer: pl.Trainer) -> Optional[str]:
         prof, self._prof = self._prof, None
         if prof is None:
             return None
+        self._close_step()
         prof.__exit__(None, None, None)
         out_dir = self.resolve_dir(trainer)
         os.makedirs(out_dir, exist_ok=True)
@@ -107,16 +120,19 @@ class TorchProfiler(Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
         if self._prof is None:
             return
+        self._close_step()
         self._steps += 1
-        self._prof.step()
         if self._steps >= self.num_steps:
             self._stop(trainer)
+        elif batch_idx + 1 < trainer.num_training_batches:  # no empty span after the epoch's last batch
+            self._open_step()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._stop(trainer)  # an epoch shorter than num_steps: write what was captured
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if self._prof is not None:
+            self._close_step()
             self._prof.__exit__(None, None, None)
             self._prof = None
 

@@ -4,6 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <optional>
 #include <string>
@@ -121,13 +123,26 @@ class Engine {
 
   void reset(std::optional<uint64_t> seed) { env_.reset(seed.has_value(), seed.value_or(0)); }
 
+  // actions: int32 (used in place) or int64 (narrowed here; out-of-range ids stay out of range).
   void step(py::array actions, bool auto_reset) {
     const py::ssize_t R = static_cast<py::ssize_t>(env_.num_envs()) * env_.num_agents();
-    if (!py::dtype::of<int32_t>().is(actions.dtype())) throw py::type_error("actions: expected dtype int32");
+    const py::dtype dt = actions.dtype();
+    const bool is32 = dt.kind() == 'i' && dt.itemsize() == 4;
+    const bool is64 = dt.kind() == 'i' && dt.itemsize() == 8;
+    if (!is32 && !is64) throw py::type_error("actions: expected dtype int32 or int64");
     if (actions.ndim() != 1 || actions.shape(0) != R)
       throw py::value_error("actions: expected shape [" + std::to_string(R) + "]");
     if (!(actions.flags() & py::array::c_style)) throw py::value_error("actions: must be C-contiguous");
-    const auto* a = static_cast<const int32_t*>(actions.data());
+    const int32_t* a;
+    if (is32) {
+      a = static_cast<const int32_t*>(actions.data());
+    } else {
+      const auto* src = static_cast<const int64_t*>(actions.data());
+      scratch_.resize(R);
+      for (py::ssize_t i = 0; i < R; ++i)
+        scratch_[i] = static_cast<int32_t>(std::max<int64_t>(-1, std::min<int64_t>(src[i], INT32_MAX)));
+      a = scratch_.data();
+    }
     py::gil_scoped_release release;
     env_.step(a, auto_reset);
   }
@@ -243,6 +258,7 @@ class Engine {
   }
   BatchedEnv env_;
   py::object keep_;
+  std::vector<int32_t> scratch_;
 };
 
 }  // namespace

@@ -95,8 +95,8 @@ class MettaGrid:
         if actions.shape != (self.num_rows,):
             raise ValueError(f"actions: expected shape ({self.num_rows},) (num_envs * num_agents), "
                              f"got {actions.shape}")
-        if actions.dtype == np.int32 and actions.flags.c_contiguous:
-            return actions
+        if (actions.dtype == np.int32 or actions.dtype == np.int64) and actions.flags.c_contiguous:
+            return actions  # the engine reads both (int64 is narrowed in C++, out-of-range ids kept invalid)
         if actions.dtype.itemsize >= 4:  # keep out-of-range ids out of range after narrowing
             actions = np.clip(actions, -1, self.num_actions)
         return np.ascontiguousarray(actions, dtype=np.int32)

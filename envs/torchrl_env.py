@@ -69,7 +69,7 @@ class MettaGridEnv(EnvBase):
     # -- TorchRL hooks -------------------------------------------------------------------------
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         actions = tensordict.get("action")
-        self.engine.step(actions.numpy() if actions.device.type == "cpu" else actions.cpu().numpy())
+        self.engine.step(actions.to("cpu", torch.int32).numpy())
         term = self._term.view(-1, 1).to(self.device, copy=True)
         trunc = self._trunc.view(-1, 1).to(self.device, copy=True)
         return TensorDict(

@@ -1,0 +1,280 @@
+"""Copy run files (policy artifacts, resume states, replays, eval databases) to object storage.
+
+Training never waits for the bucket: files are queued (`enqueue(path)`, or found by a scan of the
+watched directories at each epoch end) and a single daemon thread uploads them, each as one
+`put_file` (one PUT, or a multipart upload that S3/GCS publish atomically on completion). A failure is
+logged and retried with exponential back-off (plus jitter) up to `max_attempts`; a dead bucket only
+delays uploads. Pending uploads are flushed when fit ends (and on an exception), waiting at most
+`flush_timeout_s`; whatever is still pending then is logged as not uploaded.
+
+Remote names: a file under a watched directory `D` goes to `<remote_prefix>/<basename(D)>/<path under D>`
+(so watching `train_dir/<run>/checkpoints` with `remote_prefix=s3://bucket/<run>` gives
+`s3://bucket/<run>/checkpoints/<run>:v3.mpt`); any other file to `<remote_prefix>/<basename>`, unless
+`enqueue(path, key=...)` names it. Other callbacks announce files with `announce(trainer, path, key)`.
+Only global rank 0 uploads.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import heapq
+import logging
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import fsspec
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATTERNS = ("*.mpt", "*.ckpt", "*.replay*", "*.duckdb", "*.db", "*.json.z")
+
+
+@dataclass(order=True)
+class _Job:
+    not_before: float
+    seq: int
+    path: str = field(compare=False)
+    key: str = field(compare=False)
+    attempts: int = field(default=0, compare=False)
+
+
+class UploadCallback(Callback):
+    """Upload each new artifact to `remote_prefix` in the background, with retries and back-off.
+
+    Args:
+        remote_prefix: fsspec URL of the destination directory (`s3://bucket/run`, `gs://...`,
+            `memory://...`, a local path). None disables the callback.
+        watch: local directories scanned at each epoch end (and at the end) for new or changed files
+            matching `patterns`; hidden files (temporary names) are skipped.
+        patterns: file-name globs to upload from the watched directories.
+        max_attempts: tries per file before it is given up (logged as an error).
+        backoff_s: first retry delay; doubled after each failure, capped at `max_backoff_s`.
+        max_backoff_s: longest delay between two tries of one file.
+        flush_timeout_s: longest wait for pending uploads when fit ends.
+        storage_options: passed to the filesystem (e.g. `{"client_kwargs": {"endpoint_url": ...}}`).
+    """
+
+    def __init__(self, remote_prefix: Optional[str] = None, watch: Optional[list[str]] = None,
+                 patterns: tuple[str, ...] | list[str] = DEFAULT_PATTERNS, max_attempts: int = 12,
+                 backoff_s: float = 1.0, max_backoff_s: float = 60.0, flush_timeout_s: float = 300.0,
+                 storage_options: Optional[dict[str, Any]] = None) -> None:
+        self.remote_prefix = remote_prefix.rstrip("/") if remote_prefix else None
+        self.watch = [os.path.abspath(d) for d in (watch or [])]
+        self.patterns = tuple(patterns)
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.flush_timeout_s = flush_timeout_s
+        self.storage_options = dict(storage_options or {})
+        self.enabled = True  # False on non-zero ranks
+        self.uploaded: list[str] = []   # remote URLs, in upload order
+        self.failed: list[str] = []     # local paths given up on
+        self.errors = 0                 # failed tries (retried or not)
+        self._seen: dict[str, tuple[float, int]] = {}
+        self._heap: list[_Job] = []
+        self._pending: dict[str, _Job] = {}   # by local path: re-announcing a pending file does not duplicate it
+        self._busy = 0
+        self._seq = 0
+        self._cv = threading.Condition()
+        self._stop = False
+        self._thread: Optional[threading.Thread] = None
+        self._fs = None
+        self._root = None
+        self._sleep: Callable[[float], None] = time.sleep
+
+    # ------------------------------------------------------------------------------------------- API
+
+    def watch_dir(self, directory: str) -> None:
+        d = os.path.abspath(directory)
+        if d not in self.watch:
+            self.watch.append(d)
+
+    def enqueue(self, path: str, key: Optional[str] = None) -> None:
+        """Queue `path` for upload to `<remote_prefix>/<key>`; returns at once."""
+        if not self.remote_prefix or not self.enabled:
+            return
+        path = os.path.abspath(path)
+        key = key or self._key_for(path)
+        with self._cv:
+            if path in self._pending:
+                self._pending[path].key = key
+                return
+            self._seq += 1
+            job = _Job(time.monotonic(), self._seq, path, key)
+            self._pending[path] = job
+            heapq.heappush(self._heap, job)
+            self._cv.notify_all()
+        self._ensure_thread()
+
+    def scan(self) -> int:
+        """Queue new or changed files in the watched directories; returns how many."""
+        n = 0
+        for d in self.watch:
+            if not os.path.isdir(d):
+                continue
+            for dirpath, _, files in os.walk(d):
+                for name in files:
+                    if name.startswith(".") or not any(fnmatch.fnmatch(name, p) for p in self.patterns):
+                        continue
+                    p = os.path.join(dirpath, name)
+                    try:
+                        st = os.stat(p)
+                    except FileNotFoundError:
+                        continue
+                    sig = (st.st_mtime, st.st_size)
+                    if self._seen.get(p) != sig:
+                        self._seen[p] = sig
+                        self.enqueue(p)
+                        n += 1
+        return n
+
+    def pending(self) -> int:
+        with self._cv:
+            return len(self._pending) + self._busy
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every queued file is uploaded or given up, at most `timeout` seconds (default
+        `flush_timeout_s`). Retries waiting for their back-off are tried at once. Returns True if none is
+        left."""
+        timeout = self.flush_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            for job in self._heap:
+                job.not_before = min(job.not_before, time.monotonic())
+            heapq.heapify(self._heap)
+            self._cv.notify_all()
+            while self._pending or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cv.wait(min(left, 0.5))
+            left_over = sorted(self._pending)
+        if left_over:
+            log.error("upload: %d file(s) not uploaded to %s after waiting %.0fs: %s", len(left_over),
+                      self.remote_prefix, timeout, left_over)
+        return not left_over
+
+    def close(self, timeout: Optional[float] = None) -> bool:
+        ok = self.flush(timeout)
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        return ok
+
+    # ------------------------------------------------------------------------------------------- worker
+
+    def _key_for(self, path: str) -> str:
+        for d in self.watch:
+            if path.startswith(d + os.sep):
+                return os.path.basename(d) + "/" + os.path.relpath(path, d).replace(os.sep, "/")
+        return os.path.basename(path)
+
+    def _filesystem(self):
+        if self._fs is None:
+            self._fs, self._root = fsspec.core.url_to_fs(self.remote_prefix, **self.storage_options)
+        return self._fs, self._root
+
+    def _ensure_thread(self) -> None:
+        with self._cv:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stop = False
+            self._thread = threading.Thread(target=self._run, name="metta-upload", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stop and (not self._heap or self._heap[0].not_before > time.monotonic()):
+                    wait = self._heap[0].not_before - time.monotonic() if self._heap else None
+                    self._cv.wait(wait if wait is None else max(wait, 0.01))
+                if self._stop:
+                    return
+                job = heapq.heappop(self._heap)
+                self._busy += 1
+            done = self._upload(job)
+            with self._cv:
+                self._busy -= 1
+                if done:
+                    self._pending.pop(job.path, None)
+                else:
+                    heapq.heappush(self._heap, job)
+                self._cv.notify_all()
+
+    def _upload(self, job: _Job) -> bool:
+        """One try; returns True when the job is finished (uploaded, vanished or given up)."""
+        job.attempts += 1
+        dest = f"{self.remote_prefix}/{job.key}"
+        try:
+            fs, root = self._filesystem()
+            rpath = f"{root.rstrip('/')}/{job.key}"
+            if "/" in job.key:
+                fs.makedirs(rpath.rsplit("/", 1)[0], exist_ok=True)
+            fs.put_file(job.path, rpath)
+        except FileNotFoundError as e:
+            if not os.path.exists(job.path):
+                log.warning("upload: %s vanished before it was uploaded", job.path)
+                return True
+            err = e
+        except Exception as e:  # noqa: BLE001 - any error of any backend is retried
+            err = e
+        else:
+            self.uploaded.append(dest)
+            log.info("upload: %s -> %s", job.path, dest)
+            return True
+        self.errors += 1
+        if job.attempts >= self.max_attempts:
+            self.failed.append(job.path)
+            log.error("upload: giving up on %s -> %s after %d tries: %s: %s", job.path, dest, job.attempts,
+                      type(err).__name__, err)
+            return True
+        delay = min(self.max_backoff_s, self.backoff_s * 2 ** (job.attempts - 1)) * (0.75 + 0.5 * random.random())
+        log.warning("upload: %s -> %s failed (try %d/%d, retry in %.1fs): %s: %s", job.path, dest, job.attempts,
+                    self.max_attempts, delay, type(err).__name__, err)
+        job.not_before = time.monotonic() + delay
+        return False
+
+    # ------------------------------------------------------------------------------------------- hooks
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.enabled = trainer.is_global_zero and bool(self.remote_prefix)
+        if self.enabled:
+            log.info("upload: %s -> %s", self.watch or "(announced files)", self.remote_prefix)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.enabled:
+            self.scan()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.enabled:
+            self.scan()
+            self.flush()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self.enabled:
+            self.scan()
+            self.flush(min(self.flush_timeout_s, 60.0))
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.enabled:
+            self.close(timeout=0 if not self._pending else min(self.flush_timeout_s, 60.0))
+
+
+def announce(trainer: pl.Trainer, path: str, key: Optional[str] = None) -> bool:
+    """Queue `path` on every `UploadCallback` of `trainer` (for callbacks that write files). Returns
+    whether any callback took it."""
+    took = False
+    for cb in trainer.callbacks:
+        if isinstance(cb, UploadCallback) and cb.enabled and cb.remote_prefix:
+            cb.enqueue(path, key)
+            took = True
+    return took

@@ -117,6 +117,22 @@ def test_no_auto_reset_keeps_the_final_observation_until_reset_games():
     assert episodes == [(0, 0, 4), (1, 0, 4)]
 
 
+def test_stepping_a_finished_game_without_reset_starts_its_next_episode():
+    # cpp/README.md: without auto-reset, a finished game that was not reset is reset by the next
+    # step instead of being stepped (its actions ignored, rewards 0, flags false).
+    env = make(["#####", "#@..#", "#####"], max_steps=2, auto_reset=False)
+    first = env.observations.copy()
+    step(env, "noop")
+    _, _, term, _ = step(env, "noop")
+    assert term.tolist() == [True]
+    obs, r, term, trunc = step(env, "move_east")
+    assert np.array_equal(obs, first) and r.tolist() == [0.0] and not term.any() and not trunc.any()
+    assert env.current_step() == 0 and agents(env)[0]["col"] == 1
+    step(env, "move_east")
+    assert env.current_step() == 1 and agents(env)[0]["col"] == 2
+    assert [(s["episode"], s["steps"]) for s in env.episode_stats()] == [(0, 2)]
+
+
 def test_reset_restarts_every_game():
     env = make(["#####", "#@..#", "#####"], num_envs=2, max_steps=50)
     first = env.observations.copy()

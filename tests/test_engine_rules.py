@@ -357,6 +357,19 @@ def test_get_items_respects_the_item_limit():
     assert inv(obj_at(env, 1, 2), "ore_red") == 3
 
 
+def test_default_limits_are_50_per_item_and_255_hearts():
+    objs = objects_with(mine_red={"initial_resource_count": 4, "max_output": 4},
+                        altar={"initial_resource_count": 5, "max_output": 5})
+    env = make(["#####", "#m@_#", "#####"], objects=objs,
+               agent={"initial_inventory": {"ore_red": 48, "heart": 252}})
+    step(env, "move_west")
+    step(env, "get_items")
+    assert inv(agent(env), "ore_red") == 50 and inv(obj_at(env, 1, 1), "ore_red") == 2
+    step(env, "move_east")
+    step(env, "get_items")
+    assert inv(agent(env), "heart") == 255 and inv(obj_at(env, 1, 3), "heart") == 2
+
+
 def test_get_items_respects_shared_limits():
     objs = objects_with(mine_red={"initial_resource_count": 4, "max_output": 4})
     env = make(["####", "#@m#", "####"], objects=objs,
@@ -598,6 +611,17 @@ def test_action_failure_penalty():
     assert agent(env)["total_reward"] == pytest.approx(-1.5)
 
 
+def test_failure_penalty_for_invalid_ids_but_not_frozen_turns():
+    env = make(COMBAT_MAP, agent={"action_failure_penalty": 0.25, "initial_inventory": {"laser": 1}})
+    _, r, _, _ = step(env, 99, -5)                   # invalid ids: failed noops
+    assert r.tolist() == pytest.approx([-0.25, -0.25])
+    _, r, _, _ = step(env, "move_north", "attack_0")  # hit: the target's move is skipped, not failed
+    assert r.tolist() == pytest.approx([0.0, 0.0])
+    _, r, _, _ = step(env, "move_north", "noop")      # still frozen: skipped, no penalty
+    assert r.tolist() == pytest.approx([0.0, 0.0])
+    assert agent(env, 0)["last_action"] == A["move_north"] and agent(env, 0)["last_action_success"] is False
+
+
 def test_default_failure_penalty_is_zero():
     env = make(["###", "#@#", "###"])
     _, r, _, _ = step(env, "move_north")
@@ -635,6 +659,14 @@ def test_observation_shows_orientation_inventory_and_last_action():
     # Now at (1, 2): the cell it left is empty, the side walls are 2 cells west and east.
     assert cell_tokens(obs[0], loc(0, -1)) == {} and cell_tokens(obs[0], loc(0, 1)) == {}
     assert cell_tokens(obs[0], loc(0, -2)) == {0: 1} and cell_tokens(obs[0], loc(0, 2)) == {0: 1}
+
+
+@pytest.mark.parametrize("action,arg", [("move_north", 0), ("move_south", 1), ("move_west", 2), ("move_east", 3),
+                                        ("noop", 0), ("get_items", 0), ("attack_0", 0), ("attack_5", 5)])
+def test_last_action_and_arg_tokens(action, arg):
+    env = make(["#####", "#...#", "#.@.#", "#...#", "#####"])
+    obs, _, _, _ = step(env, action)
+    assert tokens(obs[0])[1:3] == [(CENTRE, 8, A[action]), (CENTRE, 9, arg)]
 
 
 def test_episode_completion_and_last_reward_tokens():

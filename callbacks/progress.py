@@ -9,8 +9,8 @@ pipes) gets one plain line every ``log_every_s`` seconds plus one at the end, e.
 Where the numbers come from:
 
 - agent steps: ``pl_module.agent_steps`` (the PPO module's counter); without it, optimizer steps.
-- total: ``total_agent_steps`` if given, else ``pl_module.total_agent_steps``; without either, the ETA is
-  estimated from ``trainer.max_steps``.
+- total: ``total_agent_steps`` if given, else ``pl_module.total_agent_steps``; without either, it is
+  estimated from the trainer's ``max_steps`` or ``max_epochs`` x batches per epoch.
 - SPS: measured here over the last ~``sps_window_s`` seconds of wall time (not Lightning's step rate).
 - reward and hearts: the latest ``overview/reward`` and ``env_agent/heart.gained`` the module logged.
 """
@@ -109,6 +109,18 @@ class RLProgress(ProgressBar):
             return float(total) if total else None
         return float(trainer.max_steps) if trainer.max_steps and trainer.max_steps > 0 else None
 
+    @staticmethod
+    def _fraction(trainer: pl.Trainer) -> Optional[float]:
+        """Fraction of the run done according to ``max_steps`` or ``max_epochs`` x batches per epoch."""
+        fracs = []
+        if trainer.max_steps and trainer.max_steps > 0 and trainer.global_step > 0:
+            fracs.append(trainer.global_step / trainer.max_steps)
+        nb = trainer.num_training_batches
+        if trainer.max_epochs and trainer.max_epochs > 0 and isinstance(nb, int) and nb > 0:
+            done = trainer.fit_loop.epoch_loop.total_batch_idx + 1
+            fracs.append(done / (trainer.max_epochs * nb))
+        return min(max(fracs), 1.0) if fracs and max(fracs) > 0 else None
+
     def status(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         """Current progress numbers (also used for the display)."""
         now = time.monotonic()
@@ -121,11 +133,12 @@ class RLProgress(ProgressBar):
         elapsed = now - self._t0
         total = self._total(trainer, pl_module, unit)
         eta = None
+        if total is None:  # estimate the total from the trainer's limits (max_steps / max_epochs)
+            frac = self._fraction(trainer)
+            if frac:
+                total = steps / frac
         if total is not None and sps:
             eta = max(total - steps, 0.0) / sps
-        elif trainer.max_steps and trainer.max_steps > 0 and trainer.global_step > 0:
-            frac = min(trainer.global_step / trainer.max_steps, 1.0)
-            eta = elapsed * (1 - frac) / frac
         self.last_status = {
             "steps": steps, "unit": unit, "total": total, "sps": sps, "elapsed": elapsed, "eta": eta,
             "reward": _metric(trainer, REWARD_KEY), "hearts": _metric(trainer, HEARTS_KEY),

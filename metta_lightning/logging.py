@@ -30,7 +30,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from typing import Any, Literal, Optional
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Any, Iterator, Literal, Optional
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -91,6 +94,8 @@ class WandbLogger(_LightningWandbLogger):
             kwargs["tags"] = list(tags)
         self.mode = resolve_wandb_mode(mode)
         super().__init__(name=name, save_dir=save_dir, id=id, project=project, mode=self.mode, **kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)  # deprecated in wandb; passing None only warns
 
     def reattach(self, run_id: str) -> None:
         """Continue run ``run_id`` instead of the one this logger started (see :func:`reattach_wandb`)."""
@@ -117,8 +122,25 @@ def reattach_wandb(logger: _LightningWandbLogger, run_id: str) -> None:
     logger._wandb_init["resume"] = "allow"
     _ = logger.experiment  # start the continued run now, before anything is logged
     if fresh_dir and os.path.basename(fresh_dir).startswith("offline-run-"):
+        _wait_for_exit_record(fresh_dir)  # wandb-core may still be flushing it after finish() returns
         shutil.rmtree(fresh_dir, ignore_errors=True)
     log.info("W&B logger re-attached to run %s", run_id)
+
+
+def _wait_for_exit_record(run_dir: str, timeout: float = 10.0) -> bool:
+    from metta_lightning.curves import read_wandb_records
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            for f in os.listdir(run_dir):
+                if f.endswith(".wandb") and any(
+                        r.WhichOneof("record_type") == "exit" for r in read_wandb_records(os.path.join(run_dir, f))):
+                    return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    return False
 
 
 def make_logger(
@@ -217,3 +239,32 @@ class LoggerRunId(Callback):
 
 def _as_version(v: str) -> int | str:
     return int(v) if v.isdigit() else v
+
+
+class PhaseTimer:
+    """Wall-clock seconds per training phase, summed until :meth:`pop` turns them into ``timing/*`` metrics.
+
+    ``with timer("env_step"): ...`` adds the block's duration to ``env_step``; ``timer.add("rollout", s)``
+    adds a measured duration. No CUDA synchronisation is done: on a GPU, asynchronous kernels are charged to
+    the phase that waits for them.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - start
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] += seconds
+
+    def pop(self, prefix: str = "timing/") -> dict[str, float]:
+        """The summed seconds as ``{prefix + phase: seconds}``, then reset."""
+        out = {prefix + k: v for k, v in self.seconds.items()}
+        self.seconds = defaultdict(float)
+        return out

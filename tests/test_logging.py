@@ -2,6 +2,7 @@
 
 import glob
 import os
+import time
 
 import lightning as L
 import pytest
@@ -51,6 +52,18 @@ class TinyRL(L.LightningModule):
         self.agent_steps = checkpoint["agent_steps"]
 
 
+def _wait_flushed(path, timeout=20.0):
+    """wandb-core may still be writing the transaction log when finish() returns: wait for its exit record."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = curves.find_wandb_files(str(path))
+        if files and all(any(r.WhichOneof("record_type") == "exit" for r in curves.read_wandb_records(f))
+                         for f in files):
+            return files
+        time.sleep(0.1)
+    raise AssertionError(f"W&B run under {path} not flushed after {timeout}s")
+
+
 def _trainer(tmp_path, logger, max_epochs, ckpt_dir):
     return L.Trainer(max_epochs=max_epochs, logger=logger, accelerator="cpu", devices=1, log_every_n_steps=1,
                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
@@ -88,7 +101,7 @@ def test_wandb_offline_run_and_resume_keep_run_id(tmp_path):
     logger.experiment.finish()
 
     # The offline run directory exists and its transaction log is readable; the expected keys are there.
-    files = curves.find_wandb_files(str(save_dir))
+    files = _wait_flushed(save_dir)
     assert len(files) == 1 and f"offline-run-" in files[0] and files[0].endswith(f"run-{run_id}.wandb")
     run = curves.read_wandb_run(files[0])
     assert run["run_id"] == run_id and run["project"] == "test"
@@ -108,6 +121,7 @@ def test_wandb_offline_run_and_resume_keep_run_id(tmp_path):
     _trainer(tmp_path, logger2, 4, ckpt_dir).fit(model2, ckpt_path=last)
     assert logger2.experiment.id == run_id
     logger2.experiment.finish()
+    _wait_flushed(save_dir)
     assert model2.agent_steps == 12 * 64
     run_dirs = sorted(glob.glob(str(save_dir / "wandb" / "offline-run-*")))
     assert all(d.endswith(run_id) for d in run_dirs), run_dirs  # no leftover run with another id
@@ -139,6 +153,7 @@ def test_curves_from_wandb_offline_run(tmp_path):
     for i in range(5):
         run.log({"overview/reward": float(i), "overview/agent_steps": 100.0 * (i + 1)})
     run.finish()
+    _wait_flushed(tmp_path)
     out = curves.plot_learning_curve(str(tmp_path), str(tmp_path / "c.png"), ["overview/reward", "missing/key"])
     assert os.path.getsize(out) > 1000
     hist, _ = curves.load_history(str(tmp_path), ["overview/reward"])

@@ -4,7 +4,8 @@ Hooks ``on_before_optimizer_step``, which Lightning calls inside ``LightningOpti
 optimization too (after ``self.manual_backward(loss)``, before the optimizer applies the gradients), so
 it sees exactly the gradients of each update, after any clipping done before ``opt.step()``.
 
-Metrics, logged straight to the trainer's loggers at the current global step:
+Metrics, logged with ``pl_module.log`` (so they join the training step's row; when several sampled
+updates fall in one training step, the last one is written):
 
 - ``grad/global_norm``                      2-norm over all gradients
 - ``grad/<param name>/norm|mean|var``        per parameter tensor (``per_layer=True``)
@@ -62,8 +63,9 @@ class GradientStats(Callback):
         if not stats:
             return
         self.last_stats = stats
-        for lg in trainer.loggers:
-            lg.log_metrics(stats, step=trainer.global_step)
+        # Through the module, so the values join the training step's row; with several updates per
+        # training step, the last sampled update of the step is the one written.
+        pl_module.log_dict(stats, on_step=True, on_epoch=False, rank_zero_only=True, batch_size=1)
 
     def state_dict(self) -> dict[str, Any]:
         return {"updates": self.updates}

@@ -1,7 +1,8 @@
 """System monitor: process/system CPU and memory, GPU memory and utilisation, and an RSS leak detector.
 
-Logged under ``monitor/*`` straight to the trainer's loggers (at most once every ``interval_s`` seconds,
-so Lightning's ``log_every_n_steps``, which counts optimizer steps, does not thin them out):
+Logged under ``monitor/*`` with ``pl_module.log`` at the end of a training batch, at most once every
+``interval_s`` seconds and only on batches Lightning writes logs for (``log_every_n_steps``), so the
+values share the training step's row:
 
 - ``monitor/cpu_percent``          this process, % of one core (can exceed 100 with threads)
 - ``monitor/system_cpu_percent``   whole machine, % of all cores
@@ -56,8 +57,7 @@ class SystemMonitor(Callback):
     """Log process/system CPU, memory and GPU usage under ``monitor/*``; warn on steady RSS growth.
 
     Args:
-        interval_s: sample at most once every this many seconds (checked after each training batch and at
-            epoch ends).
+        interval_s: sample at most once every this many seconds (checked after each training batch).
         leak_window: number of RSS samples the leak detector fits a line through.
         leak_mb_per_min: warn when RSS grows faster than this (MB per minute) steadily over the window.
     """
@@ -135,14 +135,15 @@ class SystemMonitor(Callback):
                 pass
         return out
 
-    def _maybe_log(self, trainer: pl.Trainer, force: bool = False) -> None:
+    def _maybe_log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         now = time.monotonic()
-        if not force and self._last_sample is not None and now - self._last_sample < self.interval_s:
+        if self._last_sample is not None and now - self._last_sample < self.interval_s:
             return
+        if not getattr(trainer._logger_connector, "should_update_logs", True):
+            return  # Lightning would drop a value logged on this step (log_every_n_steps): sample later
         self._last_sample = now
-        metrics = self.sample()
-        for lg in trainer.loggers:
-            lg.log_metrics(metrics, step=trainer.global_step)
+        # Through the module, so the values join the training step's row (one CSV row / W&B step per step).
+        pl_module.log_dict(self.sample(), on_step=True, on_epoch=False, rank_zero_only=True, batch_size=1)
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -152,7 +153,4 @@ class SystemMonitor(Callback):
         self._last_sample = time.monotonic()  # first real sample after interval_s of training
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
-        self._maybe_log(trainer)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._maybe_log(trainer)
+        self._maybe_log(trainer, pl_module)

@@ -15,7 +15,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from lightning.pytorch.callbacks import Callback, ProgressBar
+from jsonargparse import lazy_instance
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.trainer import Trainer
+
+from callbacks.gradients import GradientStats
+from callbacks.monitor import SystemMonitor
+from callbacks.profiler import TorchProfiler
+from callbacks.progress import RLProgress
+
+from .logging import LoggerRunId, WandbLogger
 
 from .data import RolloutDataModule
 from .module import PPOModule
@@ -33,6 +43,21 @@ class MettaCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.env_info", "model.env_info", apply_on="instantiate")
+        # Always-on observability callbacks, each configurable: --monitor.interval_s, --profiler.epoch_interval,
+        # --grad_stats.every_n_updates, --logger_run_id.reattach (keeps the W&B run id across resumes).
+        parser.add_lightning_class_args(LoggerRunId, "logger_run_id")
+        parser.add_lightning_class_args(SystemMonitor, "monitor")
+        parser.add_lightning_class_args(GradientStats, "grad_stats")
+        parser.add_lightning_class_args(TorchProfiler, "profiler")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        # The RL progress display replaces Lightning's bar unless the config disables it or names its own.
+        given = config.get("callbacks") or []
+        given = given if isinstance(given, list) else [given]
+        if config.get("enable_progress_bar") is not False and not any(
+                isinstance(c, ProgressBar) for c in [*given, *callbacks]):
+            callbacks = [*callbacks, RLProgress()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def before_fit(self) -> None:
         dm, model = self.datamodule, self.model
@@ -47,4 +72,6 @@ def main(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> Mett
         torch.set_num_threads(int(os.environ.get("METTA_TORCH_THREADS", min(2, os.cpu_count() or 1))))
     kwargs.setdefault("seed_everything_default", 0)
     kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+    # W&B by default, offline unless WANDB_MODE / WANDB_API_KEY say otherwise; a config's trainer.logger wins.
+    kwargs.setdefault("trainer_defaults", {"logger": lazy_instance(WandbLogger, save_dir="train_dir")})
     return MettaCLI(PPOModule, RolloutDataModule, args=args, run=run, **kwargs)

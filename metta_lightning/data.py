@@ -24,6 +24,8 @@ from envs import presets
 from envs.config import GameConfig
 from envs.info import EnvInfo
 
+from .logging import PhaseTimer, time_method
+
 __all__ = ["CollectorDataset", "RolloutActor", "RolloutDataModule", "identity", "resolve_game"]
 
 
@@ -68,6 +70,7 @@ class RolloutActor(TensorDictModuleBase):
         self.out_keys = ["action", "action_log_prob", "state_value"] + (
             ["recurrent_state"] if policy.is_recurrent else [])
         self.state: torch.Tensor | None = None
+        self.timer = PhaseTimer()  # timing/policy_forward (and timing/env_step, see _make_collector)
 
     def forward(self, td: TensorDictBase) -> TensorDictBase:
         obs = td.get("observation")
@@ -78,7 +81,8 @@ class RolloutActor(TensorDictModuleBase):
                 self.state = self.policy.initial_state(obs.shape[0], obs.device)
             state = self.state * (~is_init).view(-1, *([1] * (self.state.dim() - 1))).to(self.state.dtype)
             td.set("recurrent_state", state)
-        logits, value, new_state = self.policy.forward_step(obs, state, is_init)
+        with self.timer("policy_forward"):
+            logits, value, new_state = self.policy.forward_step(obs, state, is_init)
         log_probs = torch.log_softmax(logits, dim=-1)
         if exploration_type() in (ExplorationType.DETERMINISTIC, ExplorationType.MODE):
             action = logits.argmax(-1)
@@ -169,6 +173,7 @@ class RolloutDataModule(L.LightningDataModule):
         rank = self.trainer.global_rank
         self.env = self.make_env(self.seed + 1000 * rank)
         self.actor = RolloutActor(module.policy)
+        time_method(self.env, "_step", self.actor.timer, "env_step")
         return Collector(self.env, self.actor, frames_per_batch=self.batch_size, total_frames=-1,
                          policy_device=module.device, storing_device=module.device,
                          env_device=self.env.device, track_traj_ids=False, return_same_td=True,

@@ -268,3 +268,17 @@ class PhaseTimer:
         out = {prefix + k: v for k, v in self.seconds.items()}
         self.seconds = defaultdict(float)
         return out
+
+
+def time_method(obj: Any, name: str, timer: PhaseTimer, phase: str) -> None:
+    """Charge every call of ``obj.<name>`` to ``timer``'s ``phase`` (wraps the bound method on the instance).
+
+    Used to time a phase inside code we do not own, e.g. the TorchRL env's ``_step`` for ``timing/env_step``.
+    """
+    method = getattr(obj, name)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        with timer(phase):
+            return method(*args, **kwargs)
+
+    object.__setattr__(obj, name, timed)

@@ -221,6 +221,10 @@ class PPOModule(L.LightningModule):
         if rollout_s > 0:
             logs["overview/collect_sps"] = frames / rollout_s
         logs["overview/train_sps"] = frames / train_s
+        logs["timing/rollout"], logs["timing/update"] = rollout_s, train_s  # seconds in this iteration
+        actor = getattr(dm, "actor", None)
+        if actor is not None and hasattr(actor, "timer"):
+            logs.update(actor.timer.pop())  # timing/env_step, timing/policy_forward (summed over the rollout)
         if dm is not None and hasattr(dm, "pop_episode_stats"):
             logs.update(summarize_episode_stats(dm.pop_episode_stats()))
         self.log_dict({k: float(v) for k, v in logs.items()}, on_step=True, on_epoch=False, prog_bar=False,

@@ -64,18 +64,18 @@ class TinyRL(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-def _fit(callbacks, model=None, epochs=2):
+def _fit(callbacks, model=None, epochs=2, log_every=1):
     rec = RecordingLogger()
     model = model or TinyRL()
     L.Trainer(max_epochs=epochs, logger=rec, callbacks=callbacks, accelerator="cpu", enable_progress_bar=False,
-              enable_checkpointing=False, enable_model_summary=False).fit(model)
+              enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=log_every).fit(model)
     return rec, model
 
 
 def test_monitor_metrics_present_and_plausible():
     mon = SystemMonitor(interval_s=0.0)
     rec, _ = _fit([mon])
-    assert len(rec.rows) >= 4  # one sample per batch end (2 batches x 2 epochs) + epoch ends
+    assert len(rec.rows) == 4  # one sample per batch end (2 batches x 2 epochs), one row per step
     m = mon.last_metrics
     for key in ("monitor/cpu_percent", "monitor/system_cpu_percent", "monitor/rss_mb", "monitor/available_mb",
                 "monitor/system_memory_percent", "monitor/num_threads", "monitor/rss_slope_mb_per_min"):
@@ -87,7 +87,13 @@ def test_monitor_metrics_present_and_plausible():
     assert m["monitor/cpu_percent"] >= 0 and m["monitor/num_threads"] >= 1
     if torch.cuda.is_available():
         assert "monitor/gpu0/mem_allocated_mb" in m
-    assert all(k.startswith("monitor/") for k in rec.keys())
+    assert all(k.startswith("monitor/") or k == "epoch" for k in rec.keys())
+
+
+def test_monitor_samples_only_on_logging_steps():
+    mon = SystemMonitor(interval_s=0.0)
+    rec, _ = _fit([mon], epochs=3, log_every=4)  # 6 batches: Lightning writes logs after batches 4 (and at stop)
+    assert 1 <= len(rec.rows) <= 2 and all("monitor/rss_mb" in m for _, m in rec.rows)
 
 
 def test_monitor_respects_interval():
@@ -144,9 +150,11 @@ def test_gradient_stats_fire_under_manual_optimization():
     total_updates = 2 * 2 * 3  # epochs x batches x updates
     assert grads.updates == total_updates
     logged = [m for _, m in rec.rows]
-    assert len(logged) == total_updates // 2
-    # The logged norms are those of the gradients each opt.step() applied (updates 0, 2, 4, ...).
-    assert [m["grad/global_norm"] for m in logged] == pytest.approx(model.grad_norms[::2], rel=1e-5)
+    assert len(logged) == 4  # one row per training step
+    # The logged norms are those of the gradients opt.step() applied; updates 0, 2, 4, 6, 8, 10 are sampled
+    # and the last sampled one of each training step (3 updates each) is written: 2, 4, 8, 10.
+    assert [m["grad/global_norm"] for m in logged] == pytest.approx(
+        [model.grad_norms[i] for i in (2, 4, 8, 10)], rel=1e-5)
     last = logged[-1]
     per_layer = [last[f"grad/{n}/norm"] for n, _ in model.named_parameters()]
     assert math.sqrt(sum(v * v for v in per_layer)) == pytest.approx(last["grad/global_norm"], rel=1e-5)

@@ -1,0 +1,223 @@
+"""The replay viewer: a static HTML/JS page (this folder) and a tiny local server for it.
+
+    python -m metta_lightning replay train_dir/run/replays/              # every *.json.z in a folder
+    python -m metta_lightning replay s3://bucket/run/replays/game0_episode3.json.z --port 8000
+    python -m metta_lightning.viewer path/to/replay.json.z --no-browser
+
+The server binds 127.0.0.1 (only this machine can see it), serves the page, `api/replays` (the list)
+and `replays/<i>` (the compressed bytes of replay i, read through fsspec, so any URL works). The page
+decompresses the replay in the browser (`DecompressionStream("deflate")`). The page also works without
+the server: open `index.html` from disk and pick a file, or `index.html?replay=<url>` for any URL that
+allows cross-origin reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import webbrowser
+import zlib
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterable
+
+import fsspec
+
+__all__ = ["ReplayError", "ReplayServer", "STATIC_DIR", "find_replays", "check_replay", "serve", "main"]
+
+STATIC_DIR = Path(__file__).resolve().parent
+STATIC_FILES = {"index.html": "text/html; charset=utf-8", "viewer.js": "text/javascript; charset=utf-8",
+                "viewer.css": "text/css; charset=utf-8"}
+REPLAY_SUFFIXES = (".json.z", ".json")
+
+
+class ReplayError(RuntimeError):
+    """A replay path or URI that does not exist, or a file that is not a readable replay."""
+
+
+def find_replays(sources: Iterable[str]) -> list[str]:
+    """Expand each source (a replay file, a folder of `*.json.z`, on any fsspec URL) into replay URLs."""
+    found: list[str] = []
+    for src in sources:
+        src = str(src)
+        try:
+            fs, path = fsspec.core.url_to_fs(src)
+        except (ValueError, ImportError) as e:
+            raise ReplayError(f"{src}: {e}") from None
+        try:
+            if fs.isdir(path):
+                names = sorted(p for p in fs.ls(path, detail=False) if p.endswith(REPLAY_SUFFIXES))
+                if not names:
+                    raise ReplayError(f"{src}: no replays (*.json.z) in this folder")
+                found.extend(fs.unstrip_protocol(p) if "://" in src else p for p in names)
+            elif fs.exists(path):
+                found.append(src)
+            else:
+                raise ReplayError(f"{src}: replay not found")
+        except ReplayError:
+            raise
+        except Exception as e:  # noqa: BLE001 - network/permission errors get the URI in the message
+            raise ReplayError(f"{src}: cannot read: {type(e).__name__}: {e}") from None
+    if not found:
+        raise ReplayError("no replay given")
+    return found
+
+
+def read_bytes(uri: str) -> bytes:
+    try:
+        with fsspec.open(uri, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ReplayError(f"{uri}: replay not found") from None
+    except Exception as e:  # noqa: BLE001
+        raise ReplayError(f"{uri}: cannot read: {type(e).__name__}: {e}") from None
+
+
+def check_replay(uri: str, data: bytes | None = None) -> dict:
+    """Decode and sanity-check one replay; raises `ReplayError` naming the problem. Returns a summary."""
+    data = read_bytes(uri) if data is None else data
+    text = data
+    if not data.lstrip()[:1] == b"{":
+        try:
+            text = zlib.decompress(data)
+        except zlib.error as e:
+            raise ReplayError(f"{uri}: not a replay: cannot decompress ({e}); expected zlib-compressed JSON "
+                              "(*.json.z)") from None
+    try:
+        replay = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ReplayError(f"{uri}: not a replay: invalid JSON ({e})") from None
+    missing = [k for k in ("map_size", "objects", "max_steps") if not isinstance(replay, dict) or k not in replay]
+    if missing:
+        raise ReplayError(f"{uri}: not a MettaGrid replay (missing {', '.join(missing)})")
+    return {"map_size": replay["map_size"], "num_agents": replay.get("num_agents"),
+            "max_steps": replay["max_steps"], "num_objects": len(replay["objects"])}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "_Server"
+
+    def log_message(self, fmt: str, *args) -> None:  # quiet unless asked
+        if self.server.verbose:
+            super().log_message(fmt, *args)
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.do_GET()
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = self.path.split("?", 1)[0].lstrip("/") or "index.html"
+        if path in STATIC_FILES:
+            return self._send(HTTPStatus.OK, (STATIC_DIR / path).read_bytes(), STATIC_FILES[path])
+        if path == "favicon.ico":
+            return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
+        if path == "api/replays":
+            listing = [{"name": u.rstrip("/").rsplit("/", 1)[-1], "url": f"replays/{i}", "uri": u}
+                       for i, u in enumerate(self.server.replays)]
+            return self._send(HTTPStatus.OK, json.dumps(listing).encode(), "application/json")
+        if path.startswith("replays/"):
+            try:
+                uri = self.server.replays[int(path.split("/", 1)[1])]
+            except (ValueError, IndexError):
+                return self._send(HTTPStatus.NOT_FOUND, b"no such replay", "text/plain")
+            try:
+                data = read_bytes(uri)
+            except ReplayError as e:
+                return self._send(HTTPStatus.NOT_FOUND, str(e).encode(), "text/plain")
+            return self._send(HTTPStatus.OK, data, "application/octet-stream")
+        self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    replays: list[str]
+    verbose: bool = False
+
+
+class ReplayServer:
+    """Serves the viewer and `replays` on `host:port` (port 0 picks a free one) in a background thread."""
+
+    def __init__(self, replays: list[str], host: str = "127.0.0.1", port: int = 0, verbose: bool = False):
+        self.httpd = _Server((host, port), _Handler)
+        self.httpd.replays = list(replays)
+        self.httpd.verbose = verbose
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def start(self) -> "ReplayServer":
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="replay-viewer", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+
+    def __enter__(self) -> "ReplayServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def serve(sources: Iterable[str], host: str = "127.0.0.1", port: int = 0, open_browser: bool = True,
+          block: bool = True, check: bool = True) -> ReplayServer:
+    """Find and check the replays, start the server, print (and open) the URL; block until Ctrl-C."""
+    replays = find_replays(sources)
+    if check:
+        check_replay(replays[0])
+    server = ReplayServer(replays, host=host, port=port).start()
+    url = server.url
+    print(f"Replay viewer: {url}  ({len(replays)} replay{'s' if len(replays) != 1 else ''}; Ctrl-C to stop)",
+          flush=True)
+    if open_browser and os.environ.get("DISPLAY", os.environ.get("WAYLAND_DISPLAY")) or (
+            open_browser and sys.platform in ("darwin", "win32")):
+        try:
+            webbrowser.open(url)
+        except Exception:  # noqa: BLE001 - printing the URL is enough
+            pass
+    if block:
+        try:
+            server.thread.join()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+    return server
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("replays", nargs="+", help="replay files (*.json.z) or folders of them; paths or fsspec URLs")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=0, help="port (default: any free port)")
+    parser.add_argument("--no-browser", action="store_true", help="only print the URL")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="metta_lightning replay", description="Serve the replay viewer locally.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        serve(args.replays, host=args.host, port=args.port, open_browser=not args.no_browser)
+    except ReplayError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

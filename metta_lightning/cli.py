@@ -62,6 +62,12 @@ class MettaCLI(LightningCLI):
     def before_fit(self) -> None:
         dm, model = self.datamodule, self.model
         model.validate_sizes(dm.num_rows, dm.horizon)
+        # --ckpt_path last | <path, fsspec URL, <dir>/:latest, run name> -> a local state file
+        from callbacks.checkpoint import resolve_ckpt_path
+
+        cfg = self.config_init[self.subcommand]
+        if cfg.get("ckpt_path"):
+            cfg["ckpt_path"] = resolve_ckpt_path(self.trainer, cfg["ckpt_path"])
 
 
 def main(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> MettaCLI:

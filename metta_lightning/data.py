@@ -35,9 +35,14 @@ def identity(x: Any) -> Any:
 
 
 def _merge(base: dict, over: dict) -> dict:
+    """Recursive dict merge; a dict naming another `kind` (e.g. an ascii map over an arena) replaces."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        b = out.get(k)
+        if isinstance(v, dict) and isinstance(b, dict) and v.get("kind", b.get("kind")) == b.get("kind"):
+            out[k] = _merge(b, v)
+        else:
+            out[k] = v
     return out
 
 
@@ -109,6 +114,12 @@ class CollectorDataset(IterableDataset):
     def __len__(self) -> int:  # a length turns off Lightning's one-batch prefetch (stale PPO data)
         return self.rollouts_per_epoch
 
+    def restart(self) -> None:
+        """Drop the collector (and its games); the next rollout builds a fresh one."""
+        if self.collector is not None:
+            self.collector.shutdown()
+        self.collector, self._it = None, None
+
     def __iter__(self):
         if self._it is None:
             self.collector = self.make_collector()
@@ -145,6 +156,7 @@ class RolloutDataModule(L.LightningDataModule):
         self.num_envs, self.horizon, self.rollouts_per_epoch = num_envs, horizon, rollouts_per_epoch
         self.seed, self.env_device = seed, env_device
         self.env_info = EnvInfo.from_config(self.game)
+        self.env_epoch = 0  # games are seeded from (seed, rank, env_epoch); see restart_envs
         self.env = None
         self.actor: RolloutActor | None = None
         self._dataset: CollectorDataset | None = None
@@ -171,13 +183,23 @@ class RolloutDataModule(L.LightningDataModule):
 
         module = self.trainer.lightning_module
         rank = self.trainer.global_rank
-        self.env = self.make_env(self.seed + 1000 * rank)
+        self.env = self.make_env(self.env_seed(rank))
         self.actor = RolloutActor(module.policy)
         time_method(self.env, "_step", self.actor.timer, "env_step")
         return Collector(self.env, self.actor, frames_per_batch=self.batch_size, total_frames=-1,
                          policy_device=module.device, storing_device=module.device,
                          env_device=self.env.device, track_traj_ids=False, return_same_td=True,
                          split_trajs=False)
+
+    def env_seed(self, rank: int) -> int:
+        """Seed of rank `rank`'s games: `seed + 1000 * rank` at first, a fresh derived one per restart."""
+        return (self.seed + 1000 * rank + 1_000_003 * self.env_epoch) % 2**31
+
+    def restart_envs(self, epoch: int) -> None:
+        """Restart the games at the next rollout, seeded for `epoch` (resume; see callbacks.checkpoint)."""
+        self.env_epoch = int(epoch)
+        if self._dataset is not None:
+            self._dataset.restart()
 
     def _on_rollout(self, td: TensorDictBase, seconds: float) -> None:
         self.last_rollout_seconds = seconds
@@ -191,7 +213,10 @@ class RolloutDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self._dataset is None:
             self._dataset = CollectorDataset(self._make_collector, self.rollouts_per_epoch, self._on_rollout)
-        return DataLoader(self._dataset, batch_size=None, collate_fn=identity, num_workers=0)
+        # Own generator: each epoch's iter() would otherwise draw a base seed from the global torch RNG,
+        # which makes the first epoch after a resume draw differently from the uninterrupted run.
+        return DataLoader(self._dataset, batch_size=None, collate_fn=identity, num_workers=0,
+                          generator=torch.Generator())
 
     def teardown(self, stage: str) -> None:
         if self._dataset is not None and self._dataset.collector is not None:

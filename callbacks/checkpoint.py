@@ -1,0 +1,269 @@
+"""Periodic policy artifacts and full training state, for upload and exact resume.
+
+Every `epoch_interval` epochs, and when fit ends, `PolicyCheckpoint` writes into the run's local
+checkpoint directory (default `$METTA_DATA_DIR/<run>/checkpoints`, `./train_dir` by default):
+
+- `<run>:v<epoch>.mpt`: the policy artifact (`metta_lightning.checkpoint`), loadable without the config;
+- `<run>:v<epoch>.ckpt`: the full training state, `trainer.save_checkpoint` (weights, optimizer moments,
+  LR schedulers, epoch/batch/optimizer-step loop counters and the logged-step counter, the module's
+  `agent_steps`, every callback's `state_dict` (the logger run id from `LoggerRunId`, curriculum state
+  from its callback), the data module's `state_dict`) plus this callback's state: torch / numpy /
+  python / CUDA RNG states and the env seed epoch.
+
+`<epoch>` counts completed epochs, so a run resumed from `v4` writes `v5`, `v6`, ... Both files are
+written atomically: a temporary name that never matches `<run>:v<N>.<ext>`, fsync, then `os.replace`.
+The directory must be local; use `callbacks.upload.UploadCallback` (it is told about each new file) to
+copy them to a bucket. Pointing Lightning's `ModelCheckpoint` at a remote dirpath is what triggers
+Lightning#21813 (it deletes the remote checkpoint a run resumed from); we never delete remote files,
+and locally only states older than the newest `keep_states` (never `.mpt` artifacts).
+
+Resume: `fit --ckpt_path last` picks the newest complete `<run>:v<N>.ckpt` in this directory (or starts
+fresh if there is none); `--ckpt_path <uri>` accepts any path, fsspec URL (`s3://...`, downloaded to a
+local cache first, so Lightning never resumes from a remote path), `<dir>/:latest`, or a run name.
+`resolve_ckpt_path(trainer, ckpt_path)` does that resolution; `MettaCLI.before_fit` calls it.
+
+Exact resume (`exact_resume=True`): after each checkpoint the data module restarts its games from a seed
+derived from (seed, rank, epoch) and the RNG states are set back to the ones stored in the checkpoint at
+the start of the next epoch, in the straight run and in a resumed one alike. A run resumed from `vK`
+then sees the same games and draws the same actions as the uninterrupted run, so N epochs straight and
+N/2 + resume + N/2 give bit-identical parameters on CPU. The price: games in flight are abandoned at
+each checkpoint, so use it with an `epoch_interval` whose span is much longer than an episode. Without
+it (the default) a resumed run restarts the games from the same derived seed but the straight run keeps
+its games running, so the two differ in data from the resume point on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from metta_lightning import checkpoint as ck
+
+log = logging.getLogger(__name__)
+
+STATE_SUFFIX = ".ckpt"
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states as tensors/ints (loadable with `torch.load(weights_only=True)`)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": np_state[0], "key": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": py_state[0], "state": torch.tensor(py_state[1], dtype=torch.int64),
+                   "gauss": py_state[2]},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class PolicyCheckpoint(Callback):
+    """Write `<run>:v<epoch>.mpt` (policy) and `<run>:v<epoch>.ckpt` (full state) every `epoch_interval`
+    epochs and at the end of fit (see the module doc).
+
+    Args:
+        run: run name (letters, digits, `_.-`); default: the logger's name, else "run".
+        dirpath: local directory; default `$METTA_DATA_DIR/<run>/checkpoints`.
+        epoch_interval: write every this many completed epochs (and always at the end).
+        keep_states: keep only the newest this many `.ckpt` states locally (<= 0: keep all).
+        exact_resume: restart the games from a derived seed and rewind the RNGs at each checkpoint so a
+            resumed run is bit-identical to an uninterrupted one (abandons games in flight).
+    """
+
+    def __init__(self, run: Optional[str] = None, dirpath: Optional[str] = None, epoch_interval: int = 1,
+                 keep_states: int = 2, exact_resume: bool = False) -> None:
+        if epoch_interval < 1:
+            raise ValueError(f"epoch_interval must be >= 1, got {epoch_interval}")
+        if run is not None:
+            ck.check_run_name(run)
+        self.run = run
+        self.dirpath = dirpath
+        self.epoch_interval = epoch_interval
+        self.keep_states = keep_states
+        self.exact_resume = exact_resume
+        self.last_saved_epoch: Optional[int] = None
+        self.saved: list[str] = []
+        self._rng_at_save: Optional[dict] = None
+        self._rewind_rng = False
+
+    @property
+    def state_key(self) -> str:
+        return "PolicyCheckpoint"
+
+    # -- paths ---------------------------------------------------------------------------------------
+    def resolve_paths(self, trainer: pl.Trainer) -> str:
+        """Fix the run name and the (local, absolute) directory; returns the directory."""
+        if self.run is None:
+            name = getattr(trainer.logger, "name", None) if trainer.logger is not None else None
+            self.run = name if isinstance(name, str) and ck.RUN_NAME_RE.match(name) else "run"
+        if self.dirpath is None:
+            self.dirpath = ck.run_checkpoint_dir(self.run)
+        fs, _ = ck._filesystem(self.dirpath)
+        if not ck.is_local(fs):
+            raise ValueError(f"PolicyCheckpoint(dirpath={self.dirpath!r}): the checkpoint directory must be local; "
+                             "copy checkpoints to a bucket with callbacks.upload.UploadCallback(remote_prefix=...)")
+        self.dirpath = os.path.abspath(fs._strip_protocol(self.dirpath))
+        return self.dirpath
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.resolve_paths(trainer)
+        if trainer.is_global_zero:
+            os.makedirs(self.dirpath, exist_ok=True)
+        from callbacks.upload import UploadCallback
+
+        for cb in trainer.callbacks:
+            if isinstance(cb, UploadCallback):
+                cb.watch_dir(self.dirpath)
+
+    def latest_state(self) -> Optional[str]:
+        """Path of the newest complete `<run>:v<N>.ckpt` in `dirpath`, or None."""
+        if self.dirpath is None or not os.path.isdir(self.dirpath):
+            return None
+        try:
+            return ck.latest_artifact(self.dirpath, run=self.run, suffix=STATE_SUFFIX).path
+        except ck.CheckpointError:
+            return None
+
+    # -- state ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"run": self.run, "epoch": self.last_saved_epoch, "rng": self._rng_at_save or rng_state(),
+                "exact_resume": self.exact_resume}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_saved_epoch = state_dict.get("epoch")
+        self._rng_at_save = state_dict.get("rng")
+        self._rewind_rng = self._rng_at_save is not None
+        self._resumed = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A resumed run restarts its games from the seed of the epoch it resumes at (the straight run did
+        # the same at that checkpoint when exact_resume is on); never the games of epoch 0 again.
+        dm = trainer.datamodule
+        if getattr(self, "_resumed", False) and self.last_saved_epoch and dm is not None \
+                and hasattr(dm, "restart_envs"):
+            dm.restart_envs(self.last_saved_epoch)
+
+    # -- hooks ---------------------------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Resumed run: the RNGs as they were when the state was written. Straight run with exact_resume:
+        # the same states again, so whatever ran in between (other callbacks) cannot make the two differ.
+        if self._rewind_rng and self._rng_at_save is not None:
+            set_rng_state(self._rng_at_save)
+        self._rewind_rng = False
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1  # completed epochs
+        if epoch % self.epoch_interval == 0:
+            self.save(trainer, pl_module, epoch)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch  # after the last epoch ends, current_epoch counts completed epochs
+        if trainer.fit_loop.epoch_loop.batch_progress.current.ready % max(1, trainer.num_training_batches) \
+                and trainer.num_training_batches not in (0, float("inf")):
+            epoch += 1  # stopped mid-epoch (max_steps): name it after the epoch in progress
+        if epoch > 0 and self.last_saved_epoch != epoch:
+            self.save(trainer, pl_module, epoch)
+
+    # -- writing -------------------------------------------------------------------------------------
+    def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
+        """Write the artifact and the state for `epoch` (atomically), then announce them for upload."""
+        name_mpt = ck.artifact_name(self.run, epoch)
+        name_state = ck.artifact_name(self.run, epoch, STATE_SUFFIX)
+        self.last_saved_epoch = epoch
+        self._rng_at_save = rng_state()
+        dm = trainer.datamodule
+        if self.exact_resume and dm is not None and hasattr(dm, "restart_envs"):
+            dm.restart_envs(epoch)  # before the state is dumped: the data module's state names this epoch
+        # Full state: every rank takes part (the strategy writes on rank 0), then rank 0 renames.
+        tmp = os.path.join(self.dirpath, f".{name_state}.tmp-{os.getpid()}")
+        trainer.save_checkpoint(tmp, weights_only=False)
+        if trainer.is_global_zero:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            final_state = os.path.join(self.dirpath, name_state)
+            os.replace(tmp, final_state)
+            policy = getattr(pl_module, "policy", pl_module)
+            env_info = getattr(pl_module, "env_info", None)
+            final_mpt = None
+            if env_info is not None and hasattr(policy, "init_args"):
+                final_mpt = ck.save_policy(policy, env_info, os.path.join(self.dirpath, name_mpt),
+                                           agent_steps=int(getattr(pl_module, "agent_steps", 0)),
+                                           global_step=int(trainer.global_step))
+            self.saved.append(final_state)
+            log.info("checkpoint: epoch %d -> %s%s", epoch, final_state, f", {final_mpt}" if final_mpt else "")
+            from callbacks.upload import announce
+
+            for path in (final_mpt, final_state):
+                if path:
+                    announce(trainer, path)
+            self._prune()
+        trainer.strategy.barrier("PolicyCheckpoint.save")
+        if self.exact_resume:
+            self._rewind_rng = True
+
+    def _prune(self) -> None:
+        if self.keep_states <= 0:
+            return
+        states = ck.list_artifacts(self.dirpath, run=self.run, suffix=STATE_SUFFIX)
+        for _, _, res in states[: -self.keep_states]:
+            try:
+                os.unlink(res.path)
+            except FileNotFoundError:
+                pass
+
+
+def resolve_ckpt_path(trainer: pl.Trainer, ckpt_path: Optional[str]) -> Optional[str]:
+    """The local file `fit(ckpt_path=...)` should resume from (see the module doc); None: start fresh."""
+    if not ckpt_path:
+        return None
+    cbs = [cb for cb in trainer.callbacks if isinstance(cb, PolicyCheckpoint)]
+    if ckpt_path == "last":
+        if not cbs:
+            raise ValueError("--ckpt_path last needs a PolicyCheckpoint callback (it names the run directory)")
+        cb = cbs[0]
+        explicit_run = cb.run is not None
+        dirpath = cb.resolve_paths(trainer)
+        run = cb.run if explicit_run else None
+        if not os.path.isdir(dirpath):
+            log.warning("--ckpt_path last: no checkpoint directory %s; starting fresh", dirpath)
+            return None
+        try:
+            found = ck.latest_artifact(dirpath, run=run, suffix=STATE_SUFFIX)
+        except ck.CheckpointError:
+            log.warning("--ckpt_path last: no complete state in %s; starting fresh", dirpath)
+            return None
+        log.info("--ckpt_path last: resuming from %s", found.path)
+        return found.path
+    res = ck.resolve_uri(ckpt_path, suffix=STATE_SUFFIX)
+    if ck.is_local(res.fs):
+        if not os.path.isfile(res.path):
+            raise ck.CheckpointError(f"{ckpt_path}: checkpoint not found ({res.path})")
+        return res.path
+    # Remote: download to a local cache (never resume Lightning from a remote path: Lightning#21813).
+    cache = os.path.join(cbs[0].resolve_paths(trainer) if cbs else ck.data_dir(), ".resume-cache")
+    os.makedirs(cache, exist_ok=True)
+    local = os.path.join(cache, res.path.rsplit("/", 1)[-1])
+    ck.write_bytes_atomic(local, ck.read_bytes(res))
+    log.info("resuming from %s (downloaded to %s)", res.url, local)
+    return local

@@ -1,0 +1,145 @@
+"""Full-state checkpoints and resume: straight vs interrupted runs, SIGKILL mid-run, artifacts in a fresh process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from metta_lightning.checkpoint import load_policy
+from metta_lightning.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+
+
+def write_cfg(tmp_path: Path, run: str, max_epochs: int, exact: bool = True, interval: int = 1,
+              rollouts: int = 1, **cb) -> str:
+    cfg = {"trainer": {"max_epochs": max_epochs, "callbacks": [{
+        "class_path": "callbacks.checkpoint.PolicyCheckpoint",
+        "init_args": {"run": run, "dirpath": str(tmp_path / run / "checkpoints"), "epoch_interval": interval,
+                      "keep_states": 0, "exact_resume": exact, **cb}}]},
+        "data": {"rollouts_per_epoch": rollouts}}
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / f"{run}-{max_epochs}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def fit(tmp_path, run, max_epochs, *extra, **kw):
+    args = ["fit", "--config", SMOKE, "--config", write_cfg(tmp_path, run, max_epochs, **kw),
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), *extra]
+    return main(args)
+
+
+def state(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_training_state(a: dict, b: dict, exact: bool = True):
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]) if exact else v.shape == b["state_dict"][k].shape, k
+    oa, ob = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    assert oa.keys() == ob.keys()
+    for i in oa:
+        for m in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(oa[i][m], ob[i][m]), (i, m)
+    assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
+    assert a["agent_steps"] == b["agent_steps"]
+    assert a["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] == \
+        b["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
+
+
+def test_resume_equivalence_exact(tmp_path):
+    """4 epochs straight == 2 epochs, then `--ckpt_path last` for 2 more: bit-identical on CPU."""
+    straight = fit(tmp_path / "a", "eq", 4)
+    fit(tmp_path / "b", "eq", 2)
+    resumed = fit(tmp_path / "b", "eq", 4, "--ckpt_path", "last")
+    da, db = tmp_path / "a" / "eq" / "checkpoints", tmp_path / "b" / "eq" / "checkpoints"
+    assert sorted(os.listdir(da)) == sorted(os.listdir(db)) == sorted(
+        f"eq:v{e}.{x}" for e in range(1, 5) for x in ("ckpt", "mpt"))  # no gap, no repeat
+    assert resumed.model.agent_steps == straight.model.agent_steps
+    assert resumed.trainer.global_step == straight.trainer.global_step
+    for e in (3, 4):
+        assert_same_training_state(state(da / f"eq:v{e}.ckpt"), state(db / f"eq:v{e}.ckpt"))
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_resume_from_explicit_path_continues_counters(tmp_path):
+    fit(tmp_path, "cnt", 2, exact=False)
+    d = tmp_path / "cnt" / "checkpoints"
+    s2 = state(d / "cnt:v2.ckpt")
+    assert s2["callbacks"]["PolicyCheckpoint"]["epoch"] == 2
+    cli = fit(tmp_path, "cnt", 3, "--ckpt_path", f"{d}/cnt:latest", exact=False)
+    s3 = state(d / "cnt:v3.ckpt")
+    steps_per_epoch = s2["global_step"] // 2
+    assert s3["global_step"] == s2["global_step"] + steps_per_epoch
+    assert s3["agent_steps"] == s2["agent_steps"] * 3 // 2 == cli.model.agent_steps
+    assert s3["epoch"] == 2 and s2["epoch"] == 1
+
+
+def test_artifact_acts_identically_in_a_fresh_process(tmp_path):
+    cli = fit(tmp_path, "art", 1)
+    uri = str(tmp_path / "art" / "checkpoints" / "art:v1.mpt")
+    env_info = cli.datamodule.env_info
+    g = torch.Generator().manual_seed(3)
+    obs = torch.randint(0, 40, (6, env_info.num_tokens, 3), dtype=torch.uint8, generator=g)
+    obs[..., 1] %= len(env_info.feature_names)
+    obs[:, 100:] = 0xFF
+    with torch.no_grad():
+        logits, values, _ = cli.model.policy.eval().forward_step(obs, None, torch.ones(6, dtype=torch.bool))
+    torch.save({"obs": obs}, tmp_path / "obs.pt")
+    code = (f"import torch; from metta_lightning.checkpoint import load_policy; p = load_policy({uri!r}); "
+            f"o = torch.load({str(tmp_path / 'obs.pt')!r})['obs']; "
+            "l, v, _ = p.forward_step(o, None, torch.ones(len(o), dtype=torch.bool)); "
+            f"torch.save({{'l': l, 'v': v}}, {str(tmp_path / 'out.pt')!r})")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=300)
+    out = torch.load(tmp_path / "out.pt")
+    assert torch.equal(out["l"], logits) and torch.equal(out["v"], values)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume(tmp_path):
+    """SIGKILL a training process mid-run; resuming continues from the last complete state, whose weights,
+    optimizer moments and counters are exactly those of the uninterrupted run at that epoch."""
+    run = "kill"
+    cfg = write_cfg(tmp_path, run, 12, rollouts=2)
+    d = tmp_path / run / "checkpoints"
+    cmd = [sys.executable, "-m", "metta_lightning", "fit", "--config", SMOKE, "--config", cfg,
+           "--trainer.logger.init_args.save_dir", str(tmp_path / "logs")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (d.exists() and any(n.endswith("v3.ckpt") for n in os.listdir(d))):
+            time.sleep(0.05)
+        time.sleep(0.3)  # somewhere inside a later epoch (possibly mid-write)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    states = sorted(n for n in os.listdir(d) if n.endswith(".ckpt") and not n.startswith("."))
+    last = max(int(n.split(":v")[1].split(".")[0]) for n in states)
+    assert 3 <= last < 12
+    before = state(d / f"{run}:v{last}.ckpt")
+    # resume in a fresh process, for a few more epochs
+    cfg2 = write_cfg(tmp_path, run, last + 2, rollouts=2)
+    subprocess.run(cmd[:-4] + ["--config", cfg2, "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
+                              "--ckpt_path", "last"], cwd=ROOT, check=True, timeout=600,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    after = state(d / f"{run}:v{last + 2}.ckpt")
+    assert after["global_step"] == before["global_step"] * (last + 2) // last
+    assert after["agent_steps"] == before["agent_steps"] * (last + 2) // last
+    # the uninterrupted run to the same epoch has the same weights, optimizer moments and counters
+    straight = fit(tmp_path / "straight", run, last + 2, rollouts=2)
+    assert_same_training_state(state(tmp_path / "straight" / run / "checkpoints" / f"{run}:v{last}.ckpt"), before)
+    assert_same_training_state(state(tmp_path / "straight" / run / "checkpoints" / f"{run}:v{last + 2}.ckpt"), after)
+    assert straight.trainer.global_step == after["global_step"]

@@ -3,6 +3,8 @@
     python -m metta_lightning fit --config configs/arena.yaml [--model.learning_rate 0.001 ...]
     python -m metta_lightning fit --config configs/arena.yaml --print_config
     python -m metta_lightning fit --help
+    python -m metta_lightning evaluate <policy-uri>... --suite arena --db eval.duckdb   (metta_lightning.commands)
+    python -m metta_lightning analyze eval.duckdb [...] ; python -m metta_lightning replay <replay.json.z>
 
 Env-derived sizes (`data.env_info`: features, normalisations, actions) are linked into the model at
 instantiation, so nobody types them twice. Rollout and minibatch sizes are checked before training.
@@ -13,6 +15,7 @@ Trainer methods) or by overriding it in a subclass; see `LightningCLI` docs.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback, ProgressBar
@@ -27,6 +30,7 @@ from callbacks.progress import RLProgress
 
 from .logging import LoggerRunId, WandbLogger
 
+from .commands import COMMANDS, run_command
 from .data import RolloutDataModule
 from .module import PPOModule
 
@@ -71,7 +75,12 @@ class MettaCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> MettaCLI:
-    """Run the CLI (`args` default to sys.argv). Extra kwargs go to `MettaCLI`."""
+    """Run the CLI (`args` default to sys.argv). Extra kwargs go to `MettaCLI`.
+
+    `evaluate`, `analyze` and `replay` are not Lightning runs: they go to `metta_lightning.commands`."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in COMMANDS:
+        sys.exit(run_command(argv))
     import torch
 
     if not torch.cuda.is_available():

@@ -1,0 +1,93 @@
+"""The subcommands beside `fit` that are not Lightning runs: `evaluate`, `analyze`, `replay`.
+
+    python -m metta_lightning evaluate <policy-uri> [<policy-uri> ...] --suite arena --db eval.duckdb
+    python -m metta_lightning analyze eval.duckdb [more.duckdb ...] [--metric heart.gained] [--out DIR]
+    python -m metta_lightning replay <replay.json.z | folder | URL> [--port 8000] [--no-browser]
+
+`metta_lightning.cli.main` hands argv to `run_command` when its first word is one of `COMMANDS`.
+Policy URIs are anything `metta_lightning.checkpoint.load_policy` takes: `<dir>/<run>:v<N>.mpt`,
+`<dir>/:latest`, a run name (`<run>`, `<run>:v<N>`, under `$METTA_DATA_DIR`), `s3://...`, `file://...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["COMMANDS", "run_command", "evaluate_main"]
+
+COMMANDS = ("evaluate", "analyze", "replay")
+
+
+def _default_db() -> str:
+    from .checkpoint import data_dir
+
+    return os.path.join(data_dir(), "eval", "eval.duckdb")
+
+
+def evaluate_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="metta_lightning evaluate",
+        description="Evaluate policies on a simulation suite; append to a stats database, print the table and "
+                    "write the scorecard.")
+    parser.add_argument("policies", nargs="+", help="policy URIs (checkpoint artifacts, :latest, run names)")
+    parser.add_argument("--suite", default="arena",
+                        help="suite (arena, smoke), one simulation (arena/combat), a comma list, or a YAML file")
+    parser.add_argument("--db", default=None, help="stats database to append to (default "
+                                                   "$METTA_DATA_DIR/eval/eval.duckdb; fsspec URLs work)")
+    parser.add_argument("--replay-dir", default=None,
+                        help="where to write replays (default: a `replays` folder next to the database)")
+    parser.add_argument("--replay-episodes", type=int, default=1, help="episodes recorded per simulation (0: none)")
+    parser.add_argument("--deterministic", action="store_true", help="argmax actions instead of sampling")
+    parser.add_argument("--device", default="cpu", help="torch device for the policies")
+    parser.add_argument("--no-scorecard", action="store_true", help="skip scorecard.png/.html")
+    args = parser.parse_args(argv)
+
+    from .checkpoint import CheckpointError
+    from .scorecard import analyze
+    from .simulation import SimulationError, evaluate, format_results
+    from .stats_db import StatsDBError
+
+    db = args.db or _default_db()
+    replay_dir = args.replay_dir
+    if replay_dir is None and args.replay_episodes > 0:
+        replay_dir = (db.rsplit("/", 1)[0] if "://" in db else os.path.dirname(os.path.abspath(db))) + "/replays"
+    try:
+        results = evaluate(args.policies, args.suite, db, replay_dir=replay_dir,
+                           replay_episodes=args.replay_episodes, deterministic=args.deterministic,
+                           device=args.device)
+        print(format_results(results))
+        print(f"\nappended to {db}")
+        if not args.no_scorecard:
+            out = None if "://" not in db else "."
+            _, paths = analyze([db], out_dir=out, print_table=False)
+            print(f"wrote {paths['png']}\nwrote {paths['html']}")
+    except (CheckpointError, SimulationError, StatsDBError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_command(argv: list[str]) -> int:
+    """Run one of `COMMANDS` (argv[0]) and return its exit code."""
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(int(os.environ.get("METTA_TORCH_THREADS", min(2, os.cpu_count() or 1))))
+    command, rest = argv[0], list(argv[1:])
+    if command == "evaluate":
+        return evaluate_main(rest)
+    if command == "analyze":
+        from .scorecard import main as analyze_main
+
+        return analyze_main(rest)
+    if command == "replay":
+        from .viewer import main as replay_main
+
+        return replay_main(rest)
+    raise ValueError(f"unknown command {command!r} (commands: {', '.join(COMMANDS)})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_command(sys.argv[1:]))

@@ -20,8 +20,9 @@ Observation feature remapping. Tokens are `(location, feature_id, value)` bytes.
 embeddings on the feature ids of its training env (stored in the artifact). When `load_policy` is given
 the `EnvInfo` of the env it will play, and that env numbers features differently, a 256-entry lookup
 table `env feature id -> policy feature id` is built by name and applied to byte 1 of every token before
-the policy sees it (`FeatureRemap`, run by a forward pre-hook on the policy and exposed as
-`policy.feature_remap` for callers that feed the policy some other way). A feature the policy never saw
+the policy sees it (`FeatureRemap`, applied on entry to the policy's `forward`, `forward_step` and
+`forward_sequence`, once per call however they nest, and exposed as `policy.feature_remap` for callers
+that feed the policy some other way). A feature the policy never saw
 maps to 0xFF, and its whole token is blanked to `0xFF 0xFF 0xFF`, which is exactly what an unused token
 looks like, so every policy already ignores it. Values are raw bytes, so the policy's own normalisations
 (from its stored EnvInfo) still apply.
@@ -480,8 +481,8 @@ def _is_token_obs(x: Any) -> bool:
 
 def attach_feature_remap(policy: torch.nn.Module, trained_on: EnvInfo, target: EnvInfo) -> bool:
     """Install the remap of `target`'s feature ids onto `trained_on`'s (see module doc). Returns whether one
-    was needed. The hook rewrites every token-shaped uint8 tensor passed to `policy.forward`, including
-    those inside a TensorDict argument."""
+    was needed. Every token-shaped uint8 tensor passed to `forward`/`forward_step`/`forward_sequence`,
+    including those inside a TensorDict argument, is rewritten (in the outermost call only)."""
     table = feature_remap_table(list(trained_on.feature_names), list(target.feature_names))
     if table is None:
         return False
@@ -499,8 +500,23 @@ def attach_feature_remap(policy: torch.nn.Module, trained_on: EnvInfo, target: E
                     v.set(k, remap(v.get(k)))
         return v
 
-    def hook(module, args, kwargs):
-        return tuple(remap_value(a) for a in args), {k: remap_value(v) for k, v in kwargs.items()}
+    depth = [0]  # remap once, in the outermost call (forward_step calls forward_sequence, ...)
 
-    policy.register_forward_pre_hook(hook, with_kwargs=True)
+    def wrap(method):
+        def remapped(*args, **kwargs):
+            if depth[0] == 0:
+                args = tuple(remap_value(a) for a in args)
+                kwargs = {k: remap_value(v) for k, v in kwargs.items()}
+            depth[0] += 1
+            try:
+                return method(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+
+        return remapped
+
+    # instance attributes shadow the class's methods (and nn.Module.__call__ looks up self.forward)
+    for name in ("forward", "forward_step", "forward_sequence"):
+        if callable(getattr(type(policy), name, None)):
+            object.__setattr__(policy, name, wrap(getattr(policy, name)))
     return True

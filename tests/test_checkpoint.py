@@ -172,3 +172,23 @@ def test_bad_uris(tmp_path, monkeypatch):
 def test_policy_without_init_args_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="init_args"):
         save_policy(torch.nn.Linear(2, 2), env_info(), str(tmp_path / "r:v1.mpt"))
+
+
+def test_feature_remap_on_project_policy_entry_points():
+    """models.* policies are called through forward_step/forward_sequence: both see remapped tokens once."""
+    from models.feedforward import FeedForward
+
+    info = env_info()
+    torch.manual_seed(0)
+    p = FeedForward(info, channels=8, hidden_size=16).eval()
+    ck.write_bytes_atomic("memory://remap2/r:v1.mpt", ck.artifact_bytes(p, info))
+    target = ["inv:heart", "new_feature", "type_id", "inv:ore", "agent:group", "hp"]
+    q = load_policy("memory://remap2/r:v1.mpt", env_info=env_info(target))
+    obs_train, obs_target = obs_batch([0, 3, 4, 2]), obs_batch([2, 3, 0, 5])
+    init = torch.ones(len(obs_train), dtype=torch.bool)
+    with torch.no_grad():
+        for a, b in zip(p.forward_step(obs_train, None, init), q.forward_step(obs_target, None, init)):
+            assert (a is None and b is None) or torch.equal(a, b)
+        a, b = p.forward_sequence(obs_train[:, None], None, init[:, None]), \
+            q.forward_sequence(obs_target[:, None], None, init[:, None])
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

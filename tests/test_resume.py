@@ -143,3 +143,28 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     assert_same_training_state(state(tmp_path / "straight" / run / "checkpoints" / f"{run}:v{last}.ckpt"), before)
     assert_same_training_state(state(tmp_path / "straight" / run / "checkpoints" / f"{run}:v{last + 2}.ckpt"), after)
     assert straight.trainer.global_step == after["global_step"]
+
+
+def test_checkpoints_uploaded_to_s3_and_resumed_on_a_fresh_disk(tmp_path, moto_s3, s3_bucket, monkeypatch):
+    """The local disk vanishes: resume from the bucket (`--ckpt_path s3://.../<run>:latest`)."""
+    import fsspec
+
+    monkeypatch.setitem(fsspec.config.conf, "s3", moto_s3.storage_options)
+    up = ["--trainer.callbacks+=callbacks.upload.UploadCallback",
+          "--trainer.callbacks.remote_prefix", f"s3://{s3_bucket}/s3run"]
+    first = fit(tmp_path / "node1", "s3run", 2, *up, exact=False)
+    assert first.trainer.global_step > 0
+    fs = moto_s3.fs()
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{s3_bucket}/s3run/checkpoints"))
+    assert names == ["s3run:v1.ckpt", "s3run:v1.mpt", "s3run:v2.ckpt", "s3run:v2.mpt"]
+    # a new machine: nothing local; resume from the bucket
+    cli = fit(tmp_path / "node2", "s3run", 3, *up, "--ckpt_path", f"s3://{s3_bucket}/s3run/checkpoints/s3run:latest",
+              exact=False)
+    assert cli.model.agent_steps == first.model.agent_steps * 3 // 2
+    assert sorted(os.listdir(tmp_path / "node2" / "s3run" / "checkpoints")) == [".resume-cache", "s3run:v3.ckpt",
+                                                                                 "s3run:v3.mpt"]
+    fs.invalidate_cache()
+    assert fs.exists(f"{s3_bucket}/s3run/checkpoints/s3run:v3.mpt")
+    assert fs.exists(f"{s3_bucket}/s3run/checkpoints/s3run:v2.ckpt")  # the state resumed from is never deleted
+    p = load_policy(f"s3://{s3_bucket}/s3run/checkpoints/:latest")
+    assert p.policy_spec["epoch"] == 3 and p.policy_spec["agent_steps"] == cli.model.agent_steps

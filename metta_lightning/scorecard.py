@@ -84,8 +84,7 @@ def save_png(card: Scorecard, path: str) -> str:
     w = max(5.0, 1.15 * len(card.columns) + 2.5)
     fig, ax = plt.subplots(figsize=(w, h))
     masked = np.ma.masked_invalid(data)
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("#dddddd")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#dddddd")
     finite = data[np.isfinite(data)]
     vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if vmin == vmax:

@@ -258,7 +258,7 @@ def run_simulation(policy: torch.nn.Module, sim: SimulationConfig, name: str = "
         raise SimulationError(f"simulation {name!r}: its actions {env_info.action_names} differ from the "
                               f"policy's {trained_on.action_names}")
     remap = None
-    if trained_on is not None:
+    if trained_on is not None and getattr(policy, "feature_remap", None) is None:  # load_policy may have one
         from .checkpoint import FeatureRemap, feature_remap_table
 
         table = feature_remap_table(list(trained_on.feature_names), list(env_info.feature_names))

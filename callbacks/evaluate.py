@@ -1,0 +1,130 @@
+"""Periodic evaluation of the policy being trained on a simulation suite.
+
+Every `epoch_interval` completed epochs (a multiple of `PolicyCheckpoint.epoch_interval`, so each
+evaluation names a policy artifact that exists: `<run>:v<epoch>`), on rank zero only, the current policy
+plays every simulation of `suite` on env instances of its own (eval mode, its own RNG, so training's RNG
+streams and games are untouched). Episodes are appended to the run's stats database, `eval/<suite>/score`
+and `eval/<suite>/<sim>` (mean episode return per agent) go to every logger, and the first
+`replay_episodes` episodes of each simulation are kept as replays. Files, by default next to the
+checkpoints (`<run dir>` = the parent of `PolicyCheckpoint.dirpath`, else `$METTA_DATA_DIR/<run>`):
+
+    <run dir>/eval.duckdb                                  the run's database (`analyze` reads it)
+    <run dir>/replays/<run>/v<epoch>/<suite>/<sim>/*.json.z   (`replay` opens them)
+
+YAML:
+    trainer:
+      callbacks:
+        - class_path: callbacks.evaluate.EvaluateCallback
+          init_args: {suite: arena, epoch_interval: 10}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EvaluateCallback"]
+
+
+class EvaluateCallback(Callback):
+    """Evaluate the current policy on a suite every `epoch_interval` epochs (rank zero only).
+
+    Args:
+        suite: suite name (`arena`, `smoke`), one simulation (`arena/combat`), a comma list or a YAML file.
+        epoch_interval: evaluate after every this many completed epochs; must be a multiple of the
+            `PolicyCheckpoint` interval when one is used (never more often than checkpoints).
+        db_uri: the stats database to append to (any fsspec URL); default `<run dir>/eval.duckdb`.
+        replay_episodes: episodes recorded as replays per simulation (0: none).
+    """
+
+    def __init__(self, suite: str = "arena", epoch_interval: int = 10, db_uri: Optional[str] = None,
+                 replay_episodes: int = 1) -> None:
+        if epoch_interval < 1:
+            raise ValueError(f"EvaluateCallback(epoch_interval={epoch_interval}): must be >= 1")
+        from metta_lightning.simulation import resolve_suite
+
+        self.suite = resolve_suite(suite)  # an unknown name fails at construction, not hours into a run
+        self.epoch_interval = int(epoch_interval)
+        self.db_uri = db_uri
+        self.replay_episodes = int(replay_episodes)
+        self.run: Optional[str] = None
+        self.replay_dir: Optional[str] = None
+        self.last_epoch: Optional[int] = None
+        self.last_metrics: dict[str, float] = {}
+
+    @property
+    def state_key(self) -> str:
+        return "EvaluateCallback"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_epoch": self.last_epoch, "last_metrics": dict(self.last_metrics)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_epoch = state_dict.get("last_epoch")
+        self.last_metrics = dict(state_dict.get("last_metrics", {}))
+
+    def _checkpoint_callback(self, trainer: pl.Trainer):
+        from callbacks.checkpoint import PolicyCheckpoint
+
+        return next((cb for cb in trainer.callbacks if isinstance(cb, PolicyCheckpoint)), None)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        ckpt = self._checkpoint_callback(trainer)
+        if ckpt is not None and self.epoch_interval % ckpt.epoch_interval:
+            raise ValueError(f"EvaluateCallback(epoch_interval={self.epoch_interval}) must be a multiple of "
+                             f"PolicyCheckpoint(epoch_interval={ckpt.epoch_interval}): evaluations name the "
+                             "checkpoint of their epoch")
+
+    def resolve_paths(self, trainer: pl.Trainer) -> tuple[str, str]:
+        """The run name, the database URI and the replay folder (fixed at the first evaluation)."""
+        from metta_lightning import checkpoint as ck
+
+        ckpt = self._checkpoint_callback(trainer)
+        if ckpt is not None and ckpt.dirpath is None:
+            ckpt.resolve_paths(trainer)
+        if self.run is None:
+            if ckpt is not None and ckpt.run:
+                self.run = ckpt.run
+            else:
+                name = getattr(trainer.logger, "name", None) if trainer.logger is not None else None
+                self.run = name if isinstance(name, str) and ck.RUN_NAME_RE.match(name) else "run"
+        run_dir = os.path.dirname(ckpt.dirpath) if ckpt is not None else os.path.join(ck.data_dir(), self.run)
+        if self.db_uri is None:
+            self.db_uri = os.path.join(run_dir, "eval.duckdb")
+        if self.replay_dir is None:
+            self.replay_dir = os.path.join(run_dir, "replays")
+        return self.db_uri, self.replay_dir
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1  # completed epochs, as PolicyCheckpoint names them
+        if epoch % self.epoch_interval == 0 and self.last_epoch != epoch:
+            self.evaluate(trainer, pl_module, epoch)
+
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> dict[str, float]:
+        """Run the suite now (rank zero), append to the database, log and return the metrics."""
+        self.last_epoch = epoch
+        if not trainer.is_global_zero:
+            return {}
+        from metta_lightning.simulation import PolicyHandle, run_suite
+        from metta_lightning.stats_db import StatsDB
+
+        db_uri, replay_dir = self.resolve_paths(trainer)
+        start = time.perf_counter()
+        handle = PolicyHandle(pl_module.policy, key=self.run, version=epoch)
+        with StatsDB(db_uri) as db:
+            result = run_suite(handle, self.suite, db=db, replay_dir=replay_dir if self.replay_episodes else None,
+                               replay_episodes=self.replay_episodes)
+        metrics = result.log_dict("eval")
+        metrics["eval/seconds"] = time.perf_counter() - start
+        self.last_metrics = metrics
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+        log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        return metrics

@@ -132,3 +132,12 @@ def test_feature_remap_for_a_policy_trained_on_other_features(policy):
                       hidden_size=32)
     with pytest.raises(SimulationError, match="actions"):
         run_simulation(bad, SMOKE)
+
+
+def test_example_suite_file_resolves():
+    from pathlib import Path
+
+    suite = resolve_suite(str(Path(__file__).resolve().parents[1] / "configs" / "eval_suite.yaml"))
+    assert suite.name == "arena_small" and set(suite.simulations) == {"basic", "combat", "easy_shaped"}
+    for sim in suite.simulations.values():
+        assert sim.game_config().num_agents == 6

@@ -71,12 +71,12 @@ def evaluate_main(argv: list[str]) -> int:
 
 def run_command(argv: list[str]) -> int:
     """Run one of `COMMANDS` (argv[0]) and return its exit code."""
-    import torch
-
-    if not torch.cuda.is_available():
-        torch.set_num_threads(int(os.environ.get("METTA_TORCH_THREADS", min(2, os.cpu_count() or 1))))
     command, rest = argv[0], list(argv[1:])
     if command == "evaluate":
+        import torch
+
+        if not torch.cuda.is_available():
+            torch.set_num_threads(int(os.environ.get("METTA_TORCH_THREADS", min(2, os.cpu_count() or 1))))
         return evaluate_main(rest)
     if command == "analyze":
         from .scorecard import main as analyze_main

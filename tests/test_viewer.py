@@ -51,6 +51,7 @@ def replay_path(tmp_path_factory) -> str:
 
 def test_find_and_check_replays(replay_path, tmp_path):
     assert find_replays([str(Path(replay_path).parent)]) == [replay_path]
+    assert find_replays([str(Path(replay_path).parent.parent)]) == [replay_path]  # folders are searched recursively
     summary = check_replay(replay_path)
     assert summary["num_agents"] == 6 and summary["max_steps"] == 40
     bad = tmp_path / "bad.json.z"

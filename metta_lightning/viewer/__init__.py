@@ -40,7 +40,8 @@ class ReplayError(RuntimeError):
 
 
 def find_replays(sources: Iterable[str]) -> list[str]:
-    """Expand each source (a replay file, a folder of `*.json.z`, on any fsspec URL) into replay URLs."""
+    """Expand each source (a replay file, or a folder searched recursively for `*.json.z`, on any fsspec URL)
+    into replay URLs."""
     found: list[str] = []
     for src in sources:
         src = str(src)
@@ -50,9 +51,9 @@ def find_replays(sources: Iterable[str]) -> list[str]:
             raise ReplayError(f"{src}: {e}") from None
         try:
             if fs.isdir(path):
-                names = sorted(p for p in fs.ls(path, detail=False) if p.endswith(REPLAY_SUFFIXES))
+                names = sorted(p for p in fs.find(path) if p.endswith(REPLAY_SUFFIXES))  # recursive
                 if not names:
-                    raise ReplayError(f"{src}: no replays (*.json.z) in this folder")
+                    raise ReplayError(f"{src}: no replays (*.json.z) in this folder or below")
                 found.extend(fs.unstrip_protocol(p) if "://" in src else p for p in names)
             elif fs.exists(path):
                 found.append(src)
@@ -124,7 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "favicon.ico":
             return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         if path == "api/replays":
-            listing = [{"name": u.rstrip("/").rsplit("/", 1)[-1], "url": f"replays/{i}", "uri": u}
+            listing = [{"name": _short_name(u, self.server.replays), "url": f"replays/{i}", "uri": u}
                        for i, u in enumerate(self.server.replays)]
             return self._send(HTTPStatus.OK, json.dumps(listing).encode(), "application/json")
         if path.startswith("replays/"):
@@ -138,6 +139,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(HTTPStatus.NOT_FOUND, str(e).encode(), "text/plain")
             return self._send(HTTPStatus.OK, data, "application/octet-stream")
         self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+
+
+def _short_name(uri: str, all_uris: list[str]) -> str:
+    """The replay's path below the folder common to all served replays (its file name if only one)."""
+    if len(all_uris) == 1:
+        return uri.rstrip("/").rsplit("/", 1)[-1]
+    common = os.path.commonpath([u.split("://", 1)[-1] for u in all_uris])
+    return uri.split("://", 1)[-1][len(common):].lstrip("/") or uri
 
 
 class _Server(ThreadingHTTPServer):

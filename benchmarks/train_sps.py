@@ -119,7 +119,8 @@ def fit_path(config: str, overrides: list[str], rollouts: int) -> float:
     clock = Clock()
     cli = main(["--config", config, *overrides, "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
                 "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-                "--trainer.max_epochs", "1", "--data.rollouts_per_epoch", str(rollouts + 1)], run=False)
+                "--trainer.max_epochs", "1", "--data.rollouts_per_epoch", str(rollouts + 1)],
+               run=False, save_config_callback=None)
     cli.trainer.callbacks.append(clock)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     frames = cli.datamodule.batch_size

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from lightning.pytorch.callbacks import Callback, ProgressBar
 from jsonargparse import lazy_instance
@@ -47,6 +47,10 @@ class MettaCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.env_info", "model.env_info", apply_on="instantiate")
+        parser.add_argument(
+            "--run", type=Optional[str], default=None,
+            help="Run name: checkpoints go to $METTA_DATA_DIR/<run>/checkpoints (default ./train_dir), it names the "
+                 "W&B run and `--ckpt_path last` resumes it. Default: PolicyCheckpoint's `run`, else the logger's name.")
         # Always-on observability callbacks, each configurable: --monitor.interval_s, --profiler.epoch_interval,
         # --grad_stats.every_n_updates, --logger_run_id.reattach (keeps the W&B run id across resumes).
         parser.add_lightning_class_args(LoggerRunId, "logger_run_id")
@@ -70,8 +74,39 @@ class MettaCLI(LightningCLI):
         from callbacks.checkpoint import resolve_ckpt_path
 
         cfg = self.config_init[self.subcommand]
+        self._apply_run_name(cfg.get("run"))
         if cfg.get("ckpt_path"):
             cfg["ckpt_path"] = resolve_ckpt_path(self.trainer, cfg["ckpt_path"])
+        self._refuse_to_overwrite(cfg.get("ckpt_path"))
+
+    def _apply_run_name(self, run: Optional[str]) -> None:
+        from callbacks.checkpoint import PolicyCheckpoint
+        from metta_lightning.checkpoint import check_run_name
+
+        if run is None:
+            return
+        check_run_name(run)
+        for cb in self.trainer.callbacks:
+            if isinstance(cb, PolicyCheckpoint):
+                cb.run = run
+        init = getattr(self.trainer.logger, "_wandb_init", None)  # W&B creates its run lazily: name it now
+        if isinstance(init, dict) and not init.get("name"):
+            init["name"] = run
+
+    def _refuse_to_overwrite(self, ckpt_path: Optional[str]) -> None:
+        # A fresh run must not write its v1, v2, ... over (or between) the checkpoints of an earlier run.
+        from callbacks.checkpoint import PolicyCheckpoint
+
+        if ckpt_path:
+            return
+        for cb in self.trainer.callbacks:
+            if isinstance(cb, PolicyCheckpoint):
+                cb.resolve_paths(self.trainer)
+                newest = cb.latest_state()
+                if newest is not None:
+                    raise SystemExit(
+                        f"run {cb.run!r} already has checkpoints in {cb.dirpath} (newest: {os.path.basename(newest)}). "
+                        "Resume it with `--ckpt_path last`, or start another run with `--run <new name>`.")
 
 
 def main(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> MettaCLI:

@@ -246,7 +246,7 @@ def plot_learning_curve(
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``curves`` subcommand: draw a run's learning curve as PNG."""
-    p = argparse.ArgumentParser(prog="curves", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="metta_lightning curves", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="W&B offline run / wandb dir / metrics.csv / CSV logger dir")
     p.add_argument("-o", "--out", default=None, help="output PNG (default: <run>/learning_curve.png)")
     p.add_argument("-m", "--metric", action="append", default=None,

@@ -51,7 +51,11 @@ def replay_path(tmp_path_factory) -> str:
 
 def test_find_and_check_replays(replay_path, tmp_path):
     assert find_replays([str(Path(replay_path).parent)]) == [replay_path]
-    assert find_replays([str(Path(replay_path).parent.parent)]) == [replay_path]  # folders are searched recursively
+    nested = tmp_path / "run" / "replays" / "v1"  # folders are searched recursively, for *.json.z only
+    nested.mkdir(parents=True)
+    (nested / "game0_episode0.json.z").write_bytes(Path(replay_path).read_bytes())
+    (tmp_path / "run" / "trace_epoch000001_rank0.json").write_text("{}")
+    assert find_replays([str(tmp_path / "run")]) == [str(nested / "game0_episode0.json.z")]
     summary = check_replay(replay_path)
     assert summary["num_agents"] == 6 and summary["max_steps"] == 40
     bad = tmp_path / "bad.json.z"

@@ -51,7 +51,8 @@ def find_replays(sources: Iterable[str]) -> list[str]:
             raise ReplayError(f"{src}: {e}") from None
         try:
             if fs.isdir(path):
-                names = sorted(p for p in fs.find(path) if p.endswith(REPLAY_SUFFIXES))  # recursive
+                # recursive; only *.json.z, so profiler traces (*.json) in a run folder are not taken for replays
+                names = sorted(p for p in fs.find(path) if p.endswith(".json.z"))
                 if not names:
                     raise ReplayError(f"{src}: no replays (*.json.z) in this folder or below")
                 found.extend(fs.unstrip_protocol(p) if "://" in src else p for p in names)

@@ -10,7 +10,8 @@ Where the numbers come from:
 
 - agent steps: ``pl_module.agent_steps`` (the PPO module's counter); without it, optimizer steps.
 - total: ``total_agent_steps`` if given, else ``pl_module.total_agent_steps``; without either, it is
-  estimated from the trainer's ``max_steps`` or ``max_epochs`` x batches per epoch.
+  estimated from the trainer's ``max_steps`` or ``max_epochs`` x batches per epoch. When ``max_time``
+  ends the run sooner, ETA is the time left and the total is projected from the current SPS.
 - SPS: measured here over the last ~``sps_window_s`` seconds of wall time (not Lightning's step rate).
 - reward and hearts: the latest ``overview/reward`` and ``env_agent/heart.gained`` the module logged.
 """
@@ -121,6 +122,17 @@ class RLProgress(ProgressBar):
             fracs.append(done / (trainer.max_epochs * nb))
         return min(max(fracs), 1.0) if fracs and max(fracs) > 0 else None
 
+    @staticmethod
+    def _time_remaining(trainer: pl.Trainer) -> Optional[float]:
+        """Seconds left under ``trainer.max_time`` (Lightning's ``Timer`` callback), or None without one."""
+        from lightning.pytorch.callbacks import Timer
+
+        for cb in trainer.callbacks:
+            if isinstance(cb, Timer):
+                left = cb.time_remaining("train")
+                return None if left is None else max(float(left), 0.0)
+        return None
+
     def status(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         """Current progress numbers (also used for the display)."""
         now = time.monotonic()
@@ -139,6 +151,10 @@ class RLProgress(ProgressBar):
                 total = steps / frac
         if total is not None and sps:
             eta = max(total - steps, 0.0) / sps
+        remaining = self._time_remaining(trainer)
+        if remaining is not None and sps and (eta is None or remaining < eta):
+            # trainer.max_time ends the run first: project the total from the time left
+            eta, total = remaining, steps + sps * remaining
         self.last_status = {
             "steps": steps, "unit": unit, "total": total, "sps": sps, "elapsed": elapsed, "eta": eta,
             "reward": _metric(trainer, REWARD_KEY), "hearts": _metric(trainer, HEARTS_KEY),

@@ -82,3 +82,24 @@ def test_interactive_rich_bar(capsys):
 
 def test_human():
     assert human(999) == "999" and human(1500) == "1.5k" and human(2_340_000) == "2.34M" and human(3e9) == "3.00B"
+
+
+def test_eta_follows_max_time_when_it_ends_the_run_first():
+    # 100k epochs would take far longer than the 1-hour max_time: ETA is the time left, not the epochs' ETA.
+    class StopAfter(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            trainer.should_stop = trainer.global_step >= 3
+
+    seen = []
+
+    class Spy(L.Callback):  # after RLProgress in the list, so it sees this batch's status
+        def on_train_batch_end(self, trainer, *args):
+            seen.append(dict(progress.last_status))
+
+    progress = RLProgress(interactive=False, log_every_s=1e9)
+    L.Trainer(max_epochs=100_000, max_time="00:01:00:00", logger=False, callbacks=[progress, Spy(), StopAfter()],
+              accelerator="cpu", enable_checkpointing=False, enable_model_summary=False).fit(TinyRL(with_counter=False))
+    st = seen[-1]
+    assert st["eta"] is not None and 3500 < st["eta"] + st["elapsed"] <= 3601
+    assert st["total"] == st["steps"] + st["sps"] * st["eta"]
+    assert st["total"] < 5 * 100_000  # not the epochs-based total (5 batches per epoch)

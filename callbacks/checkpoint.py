@@ -30,6 +30,13 @@ N/2 + resume + N/2 give bit-identical parameters on CPU. The price: games in fli
 each checkpoint, so use it with an `epoch_interval` whose span is much longer than an episode. Without
 it (the default) a resumed run restarts the games from the same derived seed but the straight run keeps
 its games running, so the two differ in data from the resume point on.
+
+DDP: every rank takes part in `save` (the state is gathered and written by rank zero alone, which also
+writes the artifact, announces uploads and prunes). The state holds every rank's RNG states; on resume
+rank r takes back the states rank r saved and restarts its games from seed + 1000 * r. The weights and
+optimizer state are the same on every rank, so a state loads on any number of ranks; exact resume holds
+only on the same world size (with more ranks, the new ones keep their own fresh RNG streams; with
+`data.batch_semantics=global` the games are also split differently).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from typing import Any, Optional
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 
 from metta_lightning import checkpoint as ck
@@ -104,7 +112,8 @@ class PolicyCheckpoint(Callback):
         self.exact_resume = exact_resume
         self.last_saved_epoch: Optional[int] = None
         self.saved: list[str] = []
-        self._rng_at_save: Optional[dict] = None
+        self._rng_at_save: Optional[dict] = None  # this rank's RNG states at the last save (or from the state)
+        self._rng_by_rank: Optional[list] = None  # every rank's, as written into the state by rank zero
         self._rewind_rng = False
 
     @property
@@ -147,16 +156,24 @@ class PolicyCheckpoint(Callback):
 
     # -- state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"run": self.run, "epoch": self.last_saved_epoch, "rng": self._rng_at_save or rng_state(),
-                "exact_resume": self.exact_resume}
+        rng = self._rng_at_save or rng_state()
+        return {"run": self.run, "epoch": self.last_saved_epoch, "rng": rng,
+                "rng_by_rank": self._rng_by_rank or [rng], "exact_resume": self.exact_resume}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.last_saved_epoch = state_dict.get("epoch")
         self._rng_at_save = state_dict.get("rng")
+        self._rng_by_rank = state_dict.get("rng_by_rank")
         self._rewind_rng = self._rng_at_save is not None
         self._resumed = True
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if getattr(self, "_resumed", False) and self._rng_by_rank is not None:
+            # Rank r rewinds to the states rank r saved; a rank the state does not know (resumed on more
+            # ranks) keeps the fresh per-rank stream the data module seeded.
+            rank = trainer.global_rank
+            self._rng_at_save = self._rng_by_rank[rank] if rank < len(self._rng_by_rank) else None
+            self._rewind_rng = self._rng_at_save is not None
         # A resumed run restarts its games from the seed of the epoch it resumes at (the straight run did
         # the same at that checkpoint when exact_resume is on); never the games of epoch 0 again.
         dm = trainer.datamodule
@@ -192,6 +209,10 @@ class PolicyCheckpoint(Callback):
         name_state = ck.artifact_name(self.run, epoch, STATE_SUFFIX)
         self.last_saved_epoch = epoch
         self._rng_at_save = rng_state()
+        self._rng_by_rank = [self._rng_at_save]
+        if trainer.world_size > 1 and dist.is_initialized():  # every rank's RNG states go into rank zero's file
+            self._rng_by_rank = [None] * dist.get_world_size()
+            dist.all_gather_object(self._rng_by_rank, self._rng_at_save)
         dm = trainer.datamodule
         if self.exact_resume and dm is not None and hasattr(dm, "restart_envs"):
             dm.restart_envs(epoch)  # before the state is dumped: the data module's state names this epoch

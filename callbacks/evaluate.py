@@ -11,6 +11,13 @@ checkpoints (`<run dir>` = the parent of `PolicyCheckpoint.dirpath`, else `$METT
     <run dir>/eval.duckdb                                  the run's database (`analyze` reads it)
     <run dir>/replays/<run>/v<epoch>/<suite>/<sim>/*.json.z   (`replay` opens them)
 
+In the background (`background`, on by default under DDP) rank zero evaluates a copy of the weights in
+a thread while training goes on: evaluation is then outside every collective, so however long it takes
+the other ranks never wait on it in an all-reduce or barrier (no collective timeout to raise). Its
+metrics are logged, with `eval/epoch` naming the checkpoint, at the first training step after it ends,
+and fit waits for a running evaluation only once no collective is left (`on_fit_end`). An evaluation
+still running when the next one is due makes that one skip, with a warning.
+
 YAML:
     trainer:
       callbacks:
@@ -20,8 +27,10 @@ YAML:
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import threading
 import time
 from typing import Any, Optional
 
@@ -42,10 +51,12 @@ class EvaluateCallback(Callback):
             `PolicyCheckpoint` interval when one is used (never more often than checkpoints).
         db_uri: the stats database to append to (any fsspec URL); default `<run dir>/eval.duckdb`.
         replay_episodes: episodes recorded as replays per simulation (0: none).
+        background: evaluate a snapshot of the weights in a thread while training continues (see the
+            module doc); None: only when training on more than one rank (DDP).
     """
 
     def __init__(self, suite: str = "arena", epoch_interval: int = 10, db_uri: Optional[str] = None,
-                 replay_episodes: int = 1) -> None:
+                 replay_episodes: int = 1, background: Optional[bool] = None) -> None:
         if epoch_interval < 1:
             raise ValueError(f"EvaluateCallback(epoch_interval={epoch_interval}): must be >= 1")
         from metta_lightning.simulation import resolve_suite
@@ -54,6 +65,10 @@ class EvaluateCallback(Callback):
         self.epoch_interval = int(epoch_interval)
         self.db_uri = db_uri
         self.replay_episodes = int(replay_episodes)
+        self.background = background
+        self._thread: Optional[threading.Thread] = None
+        self._running_epoch = 0
+        self._outcome: Optional[tuple[int, dict[str, float] | BaseException]] = None  # (epoch, metrics | error)
         self.run: Optional[str] = None
         self.replay_dir: Optional[str] = None
         self.last_epoch: Optional[int] = None
@@ -104,27 +119,82 @@ class EvaluateCallback(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1  # completed epochs, as PolicyCheckpoint names them
-        if epoch % self.epoch_interval == 0 and self.last_epoch != epoch:
+        if epoch % self.epoch_interval or self.last_epoch == epoch:
+            return
+        background = self.background if self.background is not None else trainer.world_size > 1
+        if not background:
             self.evaluate(trainer, pl_module, epoch)
+            return
+        self.last_epoch = epoch
+        if not trainer.is_global_zero:
+            return
+        self._log_finished(trainer)
+        if self._thread is not None and self._thread.is_alive():
+            log.warning("evaluation of %s:v%d still running; skipping v%d (raise epoch_interval)",
+                        self.run, self._running_epoch, epoch)
+            return
+        self.resolve_paths(trainer)
+        policy = copy.deepcopy(pl_module.policy)  # the weights of this epoch's checkpoint, whatever trains next
+        self._running_epoch = epoch
+        self._thread = threading.Thread(target=self._evaluate_in_thread, args=(policy, epoch),
+                                        name=f"evaluate-v{epoch}", daemon=True)
+        self._thread.start()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if self._outcome is not None:
+            self._log_finished(trainer)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After the strategy's teardown: no rank waits on rank zero in a collective any more.
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._log_finished(trainer)
+
+    def _evaluate_in_thread(self, policy, epoch: int) -> None:
+        try:
+            self._outcome = (epoch, self.evaluate_policy(policy, epoch))
+        except BaseException as e:  # noqa: BLE001 - re-raised on the training thread
+            self._outcome = (epoch, e)
+
+    def _log_finished(self, trainer: pl.Trainer) -> None:
+        """Log a finished background evaluation (on the training thread: loggers are not thread safe)."""
+        outcome, self._outcome = self._outcome, None
+        if outcome is None:
+            return
+        epoch, metrics = outcome
+        if isinstance(metrics, BaseException):
+            raise RuntimeError(f"background evaluation of {self.run}:v{epoch} failed") from metrics
+        self._publish(trainer, epoch, {**metrics, "eval/epoch": float(epoch)})
 
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> dict[str, float]:
         """Run the suite now (rank zero), append to the database, log and return the metrics."""
         self.last_epoch = epoch
         if not trainer.is_global_zero:
             return {}
+        self.resolve_paths(trainer)
+        metrics = self.evaluate_policy(pl_module.policy, epoch)
+        self._publish(trainer, epoch, metrics)
+        return metrics
+
+    def evaluate_policy(self, policy, epoch: int) -> dict[str, float]:
+        """Play the suite with `policy` as `<run>:v<epoch>`, append to the database; the metrics to log."""
         from metta_lightning.simulation import PolicyHandle, run_suite
         from metta_lightning.stats_db import StatsDB
 
-        db_uri, replay_dir = self.resolve_paths(trainer)
         start = time.perf_counter()
-        handle = PolicyHandle(pl_module.policy, key=self.run, version=epoch)
-        with StatsDB(db_uri) as db:
-            result = run_suite(handle, self.suite, db=db, replay_dir=replay_dir if self.replay_episodes else None,
+        handle = PolicyHandle(policy, key=self.run, version=epoch)
+        with StatsDB(self.db_uri) as db:
+            result = run_suite(handle, self.suite, db=db,
+                               replay_dir=self.replay_dir if self.replay_episodes else None,
                                replay_episodes=self.replay_episodes)
         metrics = result.log_dict("eval")
         metrics["eval/seconds"] = time.perf_counter() - start
+        return metrics
+
+    def _publish(self, trainer: pl.Trainer, epoch: int, metrics: dict[str, float]) -> None:
         self.last_metrics = metrics
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-        return metrics

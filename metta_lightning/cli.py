@@ -69,7 +69,10 @@ class MettaCLI(LightningCLI):
 
     def before_fit(self) -> None:
         dm, model = self.datamodule, self.model
-        model.validate_sizes(dm.num_rows, dm.horizon)
+        # Per-rank sizes; checked here, before Lightning launches the other DDP ranks, so bad sizes fail
+        # once with the same message as a single-process run.
+        world = self.trainer.world_size
+        model.validate_sizes(dm.rows_per_rank(world), dm.horizon, world, dm.batch_semantics)
         # --ckpt_path last | <path, fsspec URL, <dir>/:latest, run name> -> a local state file
         from callbacks.checkpoint import resolve_ckpt_path
 

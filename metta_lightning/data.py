@@ -6,12 +6,17 @@ Each item is one rollout TensorDict `[N, T]` (rows x time, time last) holding `o
 The dataset has a `__len__`, so Lightning does not prefetch the next rollout before the update
 (which would make PPO one update stale), and the collector is built once per process so the games
 keep running across epochs.
+
+Under DDP every rank builds its own games and collector: rank r seeds its games with
+`seed + 1000 * r` (see `env_seed`) and its torch RNG (action sampling, minibatch order) with the run
+seed + 1000 * r, so ranks never play the same games or draw the same actions. `batch_semantics` says
+whether `num_envs` (and the model's `minibatch_size`) count per rank or in total.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -26,7 +31,9 @@ from envs.info import EnvInfo
 
 from .logging import PhaseTimer, time_method
 
-__all__ = ["CollectorDataset", "RolloutActor", "RolloutDataModule", "identity", "resolve_game"]
+__all__ = ["BatchSemantics", "CollectorDataset", "RolloutActor", "RolloutDataModule", "identity", "resolve_game"]
+
+BatchSemantics = Literal["per_rank", "global"]
 
 
 def identity(x: Any) -> Any:
@@ -138,23 +145,32 @@ class RolloutDataModule(L.LightningDataModule):
     Args:
         game: a game preset name (see `envs.presets.PRESETS`) or a full GameConfig.
         game_overrides: GameConfig fields merged (recursively) over `game`, e.g. {max_steps: 100}.
-        num_envs: games stepped together per process (rows = num_envs x agents per game).
+        num_envs: games stepped together (rows = num_envs x agents per game); per rank or in total over
+            all ranks, see batch_semantics.
         horizon: environment steps per rollout (T); one rollout = rows x horizon agent-steps.
         rollouts_per_epoch: rollouts per Lightning epoch (how often epoch-end callbacks run).
         seed: base seed of the games; rank r uses seed + 1000 * r.
         env_device: device of the env's tensors; None = CPU.
+        batch_semantics: how sizes scale with DDP's world size W. "per_rank" (default): every rank runs
+            num_envs games and trains on minibatches of model.minibatch_size agent-steps, so one update
+            uses W x the rollout and averages the gradients of W minibatches (a bigger batch as W grows).
+            "global": num_envs and model.minibatch_size are totals; each rank runs num_envs / W games and
+            minibatches of minibatch_size / W (both must divide), so a config learns alike on any W.
     """
 
     def __init__(self, game: str | GameConfig = "arena_basic_easy_shaped", game_overrides: dict | None = None,
                  num_envs: int = 4, horizon: int = 64,
-                 rollouts_per_epoch: int = 10, seed: int = 0, env_device: str | None = None) -> None:
+                 rollouts_per_epoch: int = 10, seed: int = 0, env_device: str | None = None,
+                 batch_semantics: BatchSemantics = "per_rank") -> None:
         super().__init__()
         for name, value in (("num_envs", num_envs), ("horizon", horizon), ("rollouts_per_epoch", rollouts_per_epoch)):
             if value < 1:
                 raise ValueError(f"data.{name} must be >= 1, got {value}")
+        if batch_semantics not in ("per_rank", "global"):
+            raise ValueError(f"data.batch_semantics must be 'per_rank' or 'global', got {batch_semantics!r}")
         self.game = resolve_game(game, game_overrides)
         self.num_envs, self.horizon, self.rollouts_per_epoch = num_envs, horizon, rollouts_per_epoch
-        self.seed, self.env_device = seed, env_device
+        self.seed, self.env_device, self.batch_semantics = seed, env_device, batch_semantics
         self.env_info = EnvInfo.from_config(self.game)
         self.env_epoch = 0  # games are seeded from (seed, rank, env_epoch); see restart_envs
         self.env = None
@@ -164,9 +180,26 @@ class RolloutDataModule(L.LightningDataModule):
         self.last_rollout_seconds = 0.0
 
     @property
+    def world_size(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else 1
+
+    def envs_per_rank(self, world_size: int) -> int:
+        """Games each of `world_size` ranks runs (see batch_semantics)."""
+        if self.batch_semantics == "per_rank":
+            return self.num_envs
+        if self.num_envs % world_size:
+            raise ValueError(f"data.num_envs={self.num_envs} is not divisible by the world size {world_size} "
+                             "(data.batch_semantics=global splits the games among the ranks)")
+        return self.num_envs // world_size
+
+    def rows_per_rank(self, world_size: int) -> int:
+        """Agents each of `world_size` ranks steps together."""
+        return self.envs_per_rank(world_size) * self.env_info.num_agents
+
+    @property
     def num_rows(self) -> int:
         """Agents stepped together in this process."""
-        return self.num_envs * self.env_info.num_agents
+        return self.rows_per_rank(self.world_size)
 
     @property
     def batch_size(self) -> int:
@@ -176,7 +209,8 @@ class RolloutDataModule(L.LightningDataModule):
     def make_env(self, seed: int):
         from envs.torchrl_env import MettaGridEnv
 
-        return MettaGridEnv(self.game, num_envs=self.num_envs, seed=seed, device=self.env_device or "cpu")
+        return MettaGridEnv(self.game, num_envs=self.envs_per_rank(self.world_size), seed=seed,
+                            device=self.env_device or "cpu")
 
     def _make_collector(self):
         from torchrl.collectors import Collector
@@ -190,6 +224,13 @@ class RolloutDataModule(L.LightningDataModule):
                          policy_device=module.device, storing_device=module.device,
                          env_device=self.env.device, track_traj_ids=False, return_same_td=True,
                          split_trajs=False)
+
+    def setup(self, stage: str) -> None:
+        rank = self.trainer.global_rank
+        if rank > 0:
+            # seed_everything gave every rank the same torch seed: without this the ranks would draw the same
+            # Gumbel noise for their actions and the same minibatch orders. Rank 0 keeps the run's stream.
+            torch.manual_seed((torch.initial_seed() + 1000 * rank) % 2**63)
 
     def env_seed(self, rank: int) -> int:
         """Seed of rank `rank`'s games: `seed + 1000 * rank` at first, a fresh derived one per restart."""

@@ -4,6 +4,11 @@
 then runs `update_epochs` x minibatches of whole BPTT segments, each segment starting from the
 recurrent state the actor really had. Gradients go through `self.manual_backward` (which DDP
 needs). Hyperparameters are stored as plain dicts so checkpoints load with `weights_only=True`.
+
+Under DDP every rank trains on its own rollout with the same number of optimizer steps (equal per-rank
+sizes; the `target_kl` early stop is decided on the mean over ranks), DDP averages the gradients, and
+advantages are normalised with global statistics. Logged SPS, losses and episode stats are merged over
+all ranks (one `all_gather_object` per rollout), so every rank logs the same numbers.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from tensordict import TensorDictBase
 
 from envs.info import EnvInfo
@@ -44,7 +50,8 @@ class PPOModule(L.LightningModule):
         norm_adv: normalise advantages (global statistics across ranks).
         max_grad_norm: gradient norm clip (<= 0: none).
         bptt_horizon: steps per training segment (must divide the rollout horizon).
-        minibatch_size: agent-steps per minibatch (whole segments; must divide the rollout).
+        minibatch_size: agent-steps per minibatch (whole segments; must divide the rollout); per rank under
+            DDP unless `data.batch_semantics` is "global" (then the total over ranks).
         update_epochs: passes over each rollout.
         target_kl: stop a rollout's epochs early when approx_kl exceeds this (None: never).
     """
@@ -95,6 +102,8 @@ class PPOModule(L.LightningModule):
         self.bptt_horizon, self.minibatch_size, self.update_epochs = bptt_horizon, minibatch_size, update_epochs
         self.target_kl = target_kl
         self.agent_steps = 0
+        self._batch_semantics = "per_rank"  # from the data module at fit start
+        self._rank_minibatch = minibatch_size  # minibatch_size / world_size with global batch semantics
         self._last_step_time: float | None = None
         # Plain dicts only: checkpoints are loaded with weights_only=True.
         self.save_hyperparameters({
@@ -111,14 +120,34 @@ class PPOModule(L.LightningModule):
         return torch.optim.Adam(self.policy.parameters(), lr=self.learning_rate, eps=self.adam_eps,
                                 betas=self.adam_betas)
 
-    def validate_sizes(self, num_rows: int, horizon: int) -> None:
-        """Raise ValueError naming the numbers unless rollouts `[num_rows, horizon]` fit bptt/minibatch."""
-        ppo.validate_sizes(num_rows, horizon, self.bptt_horizon, self.minibatch_size)
+    def minibatch_per_rank(self, world_size: int = 1, batch_semantics: str = "per_rank") -> int:
+        """Agent-steps per minibatch on each rank (see `RolloutDataModule.batch_semantics`)."""
+        if batch_semantics != "global":
+            return self.minibatch_size
+        if self.minibatch_size % world_size:
+            raise ValueError(f"model.minibatch_size={self.minibatch_size} is not divisible by the world size "
+                             f"{world_size} (data.batch_semantics=global splits each minibatch among the ranks)")
+        return self.minibatch_size // world_size
+
+    def validate_sizes(self, num_rows: int, horizon: int, world_size: int = 1,
+                       batch_semantics: str = "per_rank") -> None:
+        """Raise ValueError naming the numbers unless (per-rank) rollouts `[num_rows, horizon]` fit
+        bptt/minibatch; with world_size > 1 the message says the sizes are per rank."""
+        try:
+            ppo.validate_sizes(num_rows, horizon, self.bptt_horizon,
+                               self.minibatch_per_rank(world_size, batch_semantics))
+        except ValueError as e:
+            if world_size > 1:
+                raise ValueError(f"{e} (sizes per rank: world size {world_size}, "
+                                 f"data.batch_semantics={batch_semantics})") from None
+            raise
 
     def on_fit_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
+        world, semantics = self.trainer.world_size, getattr(dm, "batch_semantics", "per_rank")
         if dm is not None and hasattr(dm, "num_rows") and hasattr(dm, "horizon"):
-            self.validate_sizes(dm.num_rows, dm.horizon)
+            self.validate_sizes(dm.num_rows, dm.horizon, world, semantics)
+        self._batch_semantics, self._rank_minibatch = semantics, self.minibatch_per_rank(world, semantics)
         self._last_step_time = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -130,6 +159,14 @@ class PPOModule(L.LightningModule):
     # -- PPO ---------------------------------------------------------------------------------------
     def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
         return self.trainer.strategy.reduce(t, reduce_op="sum") if self.trainer.world_size > 1 else t
+
+    def _gather(self, obj: Any) -> list[Any]:
+        """`obj` of every rank, in rank order (every rank must call this, in the same order)."""
+        if self.trainer.world_size == 1 or not dist.is_initialized():
+            return [obj]
+        out: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
 
     @torch.no_grad()
     def final_values(self, td: TensorDictBase) -> torch.Tensor:
@@ -155,7 +192,7 @@ class PPOModule(L.LightningModule):
     def training_step(self, td: TensorDictBase, batch_idx: int) -> None:
         now = time.perf_counter()
         n, t = td.batch_size
-        self.validate_sizes(n, t)
+        self.validate_sizes(n, t, self.trainer.world_size, self._batch_semantics)
         opt = self.optimizers()
         rewards = td.get(("next", "reward"))[..., 0]
         terminated = td.get(("next", "terminated"))[..., 0]
@@ -185,7 +222,7 @@ class PPOModule(L.LightningModule):
             returns = seg(adv + values)
             adv_seg = seg(ppo.normalize_advantages(adv, self._all_reduce) if self.norm_adv else adv)
             stop = False
-            for idx in ppo.minibatch_segments(num_segments, self.minibatch_size // bptt):
+            for idx in ppo.minibatch_segments(num_segments, self._rank_minibatch // bptt):
                 idx = idx.to(values.device)
                 logits, new_v, _ = self.policy.forward_sequence(
                     obs[idx], state0[idx] if state0 is not None else None, is_init[idx])
@@ -201,34 +238,61 @@ class PPOModule(L.LightningModule):
                 updates += 1
                 for k, v in stats.items():
                     stats_sum[k] = stats_sum.get(k, 0.0) + v
-                if self.target_kl is not None and stats["approx_kl"] > self.target_kl:
+                # Decided on the mean over ranks: a rank stopping alone would leave the others waiting in
+                # the next gradient all-reduce forever.
+                if self.target_kl is not None and \
+                        self._all_reduce(stats["approx_kl"].detach().clone()) / self.trainer.world_size > self.target_kl:
                     stop = True
                     break
             if stop:
                 break
 
         frames = n * t
-        self.agent_steps += frames * self.trainer.world_size
-        logs = {f"losses/{k}": v / updates for k, v in stats_sum.items()}
-        logs["losses/explained_variance"] = ppo.explained_variance(values.flatten(), (adv + values).flatten())
-        logs["overview/agent_steps"] = float(self.agent_steps)
         train_s = time.perf_counter() - now
         dm = getattr(self.trainer, "datamodule", None)
         rollout_s = float(getattr(dm, "last_rollout_seconds", 0.0) or 0.0)
-        if self._last_step_time is not None:  # whole iteration: collection + update + glue
-            logs["overview/sps"] = frames * self.trainer.world_size / (now + train_s - self._last_step_time)
+        episodes = dm.pop_episode_stats() if dm is not None and hasattr(dm, "pop_episode_stats") else []
+        iteration_s = None if self._last_step_time is None else now + train_s - self._last_step_time
         self._last_step_time = now + train_s
-        if rollout_s > 0:
-            logs["overview/collect_sps"] = frames / rollout_s
-        logs["overview/train_sps"] = frames / train_s
-        logs["timing/rollout"], logs["timing/update"] = rollout_s, train_s  # seconds in this iteration
+        # One gather of every rank's numbers; all ranks then log the same merged values.
+        ranks = self._gather({
+            "frames": frames, "rollout_s": rollout_s, "train_s": train_s, "iteration_s": iteration_s,
+            "episodes": len(episodes),
+            "episode_means": summarize_episode_stats(episodes),
+            "losses": {k: float(v) / updates for k, v in stats_sum.items()},
+            "explained_variance": float(ppo.explained_variance(values.flatten(), (adv + values).flatten()))})
+        total_frames = sum(r["frames"] for r in ranks)
+        self.agent_steps += total_frames
+        logs = {f"losses/{k}": sum(r["losses"][k] for r in ranks) / len(ranks) for k in ranks[0]["losses"]}
+        logs["losses/explained_variance"] = sum(r["explained_variance"] for r in ranks) / len(ranks)
+        logs["overview/agent_steps"] = float(self.agent_steps)
+        if iteration_s is not None:  # whole iteration (collection + update + glue) of the slowest rank
+            logs["overview/sps"] = total_frames / max(r["iteration_s"] for r in ranks)
+        if all(r["rollout_s"] > 0 for r in ranks):  # ranks collect concurrently: their rates add up
+            logs["overview/collect_sps"] = sum(r["frames"] / r["rollout_s"] for r in ranks)
+        logs["overview/train_sps"] = sum(r["frames"] / r["train_s"] for r in ranks)
+        logs["timing/rollout"], logs["timing/update"] = rollout_s, train_s  # this rank's seconds in this iteration
         actor = getattr(dm, "actor", None)
         if actor is not None and hasattr(actor, "timer"):
-            logs.update(actor.timer.pop())  # timing/env_step, timing/policy_forward (summed over the rollout)
-        if dm is not None and hasattr(dm, "pop_episode_stats"):
-            logs.update(summarize_episode_stats(dm.pop_episode_stats()))
+            logs.update(actor.timer.pop())  # timing/env_step, timing/policy_forward (this rank, summed over the rollout)
+        logs.update(merge_episode_means([(r["episodes"], r["episode_means"]) for r in ranks]))
         self.log_dict({k: float(v) for k, v in logs.items()}, on_step=True, on_epoch=False, prog_bar=False,
                       batch_size=frames)
         if "overview/reward" in logs:
             self.log("reward", logs["overview/reward"], prog_bar=True, on_step=True, on_epoch=False,
                      logger=False, batch_size=frames)
+
+
+def merge_episode_means(parts: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
+    """Means over all episodes from per-rank (episode count, per-key mean over that rank's episodes).
+
+    Weighted by the counts; a key missing on a rank counts as 0 for its episodes, as it does within a rank
+    (`summarize_episode_stats` divides every key's sum by the number of episodes)."""
+    total = sum(n for n, _ in parts)
+    if total == 0:
+        return {}
+    sums: dict[str, float] = {}
+    for n, means in parts:
+        for k, v in means.items():
+            sums[k] = sums.get(k, 0.0) + v * n
+    return {k: v / total for k, v in sums.items()}

@@ -16,27 +16,7 @@ import envs.replay
 from envs import MettaGrid, presets
 from envs.config import default_objects
 
-ACTIONS = presets.arena().action_names
-A = {name: i for i, name in enumerate(ACTIONS)}
-ITEMS = presets.arena().items
-EMPTY_TOKEN = (0xFF, 0xFF, 0xFF)
-
-
-def make(lines, num_envs=1, seed=0, auto_reset=True, **overrides) -> MettaGrid:
-    overrides.setdefault("max_steps", 1000)
-    env = MettaGrid(presets.ascii(lines, **overrides), num_envs=num_envs, seed=seed, auto_reset=auto_reset)
-    env.reset()
-    return env
-
-
-def step(env: MettaGrid, *actions):
-    ids = np.array([A[a] if isinstance(a, str) else a for a in actions], dtype=np.int32)
-    obs, rewards, terminals, truncations = env.step(ids)
-    return obs.copy(), rewards.copy(), terminals.copy(), truncations.copy()
-
-
-def agents(env: MettaGrid, game: int = 0) -> list[dict]:
-    return sorted((o for o in env.grid_objects(game) if o["type_name"] == "agent"), key=lambda o: o["agent_id"])
+from engine_helpers import A, ACTIONS, ITEMS, agents, make, step
 
 
 def completion(obs_row: np.ndarray) -> int:

@@ -14,36 +14,14 @@ import pytest
 from envs import MettaGrid, presets
 from envs.config import default_objects
 
-ACTIONS = presets.arena().action_names
-A = {name: i for i, name in enumerate(ACTIONS)}
-ITEMS = presets.arena().items
+from engine_helpers import A, ACTIONS, EMPTY_TOKEN, ITEMS, agents, make, step
+
 NORTH, SOUTH, WEST, EAST = 0, 1, 2, 3
 CENTRE = 0x55
-EMPTY_TOKEN = (0xFF, 0xFF, 0xFF)
 INV = 17  # feature id of item 0's inventory
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def make(lines, num_envs=1, seed=0, auto_reset=True, **overrides) -> MettaGrid:
-    overrides.setdefault("max_steps", 1000)
-    env = MettaGrid(presets.ascii(lines, **overrides), num_envs=num_envs, seed=seed, auto_reset=auto_reset)
-    env.reset()
-    return env
-
-
-def step(env: MettaGrid, *actions):
-    """One step with the given actions (names or ids), one per row; returns copies of the buffers."""
-    ids = np.array([A[a] if isinstance(a, str) else a for a in actions], dtype=np.int32)
-    obs, rewards, terminals, truncations = env.step(ids)
-    return obs.copy(), rewards.copy(), terminals.copy(), truncations.copy()
-
-
-def agents(env: MettaGrid, game: int = 0) -> list[dict]:
-    found = sorted((o for o in env.grid_objects(game) if o["type_name"] == "agent"), key=lambda o: o["agent_id"])
-    assert [o["agent_id"] for o in found] == list(range(env.num_agents))
-    return found
-
-
 def agent(env: MettaGrid, i: int = 0, game: int = 0) -> dict:
     return agents(env, game)[i]
 

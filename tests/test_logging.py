@@ -102,7 +102,7 @@ def test_wandb_offline_run_and_resume_keep_run_id(tmp_path):
 
     # The offline run directory exists and its transaction log is readable; the expected keys are there.
     files = _wait_flushed(save_dir)
-    assert len(files) == 1 and f"offline-run-" in files[0] and files[0].endswith(f"run-{run_id}.wandb")
+    assert len(files) == 1 and "offline-run-" in files[0] and files[0].endswith(f"run-{run_id}.wandb")
     run = curves.read_wandb_run(files[0])
     assert run["run_id"] == run_id and run["project"] == "test"
     keys = set().union(*run["history"])

@@ -8,7 +8,6 @@ CI needs: `apt-get install -y chromium` and `pip install playwright` (the `test`
 from __future__ import annotations
 
 import os
-import shutil
 import zlib
 from pathlib import Path
 

@@ -46,6 +46,7 @@ def write_cfg(tmp: Path, name: str, max_epochs: int, probe_tag: str, ddp: bool =
     if ddp:
         trainer.update(accelerator="cpu", devices=2, strategy="ddp" if timeout is None else {
             "class_path": "lightning.pytorch.strategies.DDPStrategy", "init_args": {"timeout": timeout}})
+    tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump({"trainer": trainer, "data": {"rollouts_per_epoch": ROLLOUTS}}))
     return str(path)
@@ -190,3 +191,25 @@ def test_merge_episode_means_weights_by_episode_counts():
     merged = merge_episode_means([(3, {"overview/reward": 1.0, "x": 0.5}), (1, {"overview/reward": 5.0}), (0, {})])
     assert merged == {"overview/reward": pytest.approx(2.0), "x": pytest.approx(1.5 / 4)}
     assert merge_episode_means([(0, {}), (0, {})]) == {}
+
+
+@pytest.mark.slow
+def test_ddp_exact_resume_is_bit_identical_on_the_same_world_size(tmp_path):
+    """exact_resume on 2 ranks: 3 epochs straight == 2 epochs + `--ckpt_path last` for 1 more, both ranks."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    runs = [(a, write_cfg(a, "straight", 3, "straight", exact=True)),
+            (b, write_cfg(b, "first", 2, "first", exact=True)),
+            (b, write_cfg(b, "resumed", 3, "resumed", exact=True))]
+    for i, (_, cfg) in enumerate(runs):
+        proc = ddp_fit(cfg, *(["--ckpt_path", "last"] if i == 2 else []))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    straight, resumed = probes(a, "straight"), probes(b, "resumed")
+    for rank in (0, 1):
+        assert_same_params(straight[rank]["params"], resumed[rank]["params"])
+        assert straight[rank]["agent_steps"] == resumed[rank]["agent_steps"]
+    sa = torch.load(a / "ddp" / "checkpoints" / "ddp:v3.ckpt", weights_only=True)
+    sb = torch.load(b / "ddp" / "checkpoints" / "ddp:v3.ckpt", weights_only=True)
+    for k, v in sa["state_dict"].items():
+        assert torch.equal(v, sb["state_dict"][k]), k
+    for ra, rb in zip(sa["callbacks"]["PolicyCheckpoint"]["rng_by_rank"], sb["callbacks"]["PolicyCheckpoint"]["rng_by_rank"]):
+        assert torch.equal(ra["torch"], rb["torch"])

@@ -8,6 +8,7 @@ import csv
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +214,27 @@ def test_ddp_exact_resume_is_bit_identical_on_the_same_world_size(tmp_path):
         assert torch.equal(v, sb["state_dict"][k]), k
     for ra, rb in zip(sa["callbacks"]["PolicyCheckpoint"]["rng_by_rank"], sb["callbacks"]["PolicyCheckpoint"]["rng_by_rank"]):
         assert torch.equal(ra["torch"], rb["torch"])
+
+
+def test_background_evaluation_single_process_is_logged_and_uploaded(tmp_path):
+    """`background: true` on one process: the snapshot's evaluation runs in a thread while training goes on;
+    fit waits for it at the end, logs it (with eval/epoch) and has the upload callback pick up its files."""
+    import fsspec
+
+    run_dir = tmp_path / "ddp"
+    cfg = yaml.safe_load(Path(write_cfg(tmp_path, "bg", 1, "bg", ddp=False, eval_sleep_s=3)).read_text())
+    cfg["trainer"]["callbacks"][1]["init_args"]["background"] = True
+    # Listed first: its own fit-end scan comes before the evaluation is done.
+    cfg["trainer"]["callbacks"].insert(0, {"class_path": "callbacks.upload.UploadCallback", "init_args": {
+        "remote_prefix": "memory://bg-upload", "watch": [str(run_dir)]}})
+    (tmp_path / "bg.yaml").write_text(yaml.safe_dump(cfg))
+    start = time.perf_counter()
+    main(["fit", "--config", SMOKE, "--config", str(tmp_path / "bg.yaml")])
+    assert time.perf_counter() - start >= 3  # fit waited for the evaluation
+    (p,) = probes(tmp_path, "bg", world=1)
+    assert p["eval_metrics"]["eval/epoch"] == 1.0 and "eval/smoke/score" in p["eval_metrics"]
+    evals = [row for row in logged_rows(tmp_path, "bg") if row.get("eval/smoke/score")]
+    assert [float(row["eval/epoch"]) for row in evals] == [1.0]
+    fs = fsspec.filesystem("memory")
+    uploaded = [Path(f).name for f in fs.find("/bg-upload")]
+    assert "eval.duckdb" in uploaded and any(n.endswith(".json.z") for n in uploaded)

@@ -190,15 +190,27 @@ class PolicyCheckpoint(Callback):
         self._rewind_rng = False
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch + 1  # completed epochs
-        if epoch % self.epoch_interval == 0:
-            self.save(trainer, pl_module, epoch)
+        # Lightning also ends the epoch when max_steps / max_time / should_stop cut it short: that state is
+        # the run's last, so it is written whatever the interval, named after the epoch in progress.
+        epoch = trainer.current_epoch + 1
+        cut_short = not trainer.fit_loop.epoch_loop._num_ready_batches_reached()
+        if epoch % self.epoch_interval == 0 or cut_short:
+            self._cut_short = cut_short
+            try:
+                self.save(trainer, pl_module, epoch)
+            finally:
+                self._cut_short = False
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        if getattr(self, "_cut_short", False):
+            # Lightning counts a cut-short epoch as processed at epoch end, so a resume would skip the rest
+            # of it. Record it as still running (as a mid-epoch save would): the resumed run finishes it.
+            progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]
+            for counts in (progress["total"], progress["current"]):
+                counts["processed"] -= 1
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch  # after the last epoch ends, current_epoch counts completed epochs
-        if trainer.fit_loop.epoch_loop.batch_progress.current.ready % max(1, trainer.num_training_batches) \
-                and trainer.num_training_batches not in (0, float("inf")):
-            epoch += 1  # stopped mid-epoch (max_steps): name it after the epoch in progress
+        epoch = trainer.current_epoch  # after the last epoch ends, current_epoch counts the epochs ended
         if epoch > 0 and self.last_saved_epoch != epoch:
             self.save(trainer, pl_module, epoch)
 

@@ -168,3 +168,19 @@ def test_checkpoints_uploaded_to_s3_and_resumed_on_a_fresh_disk(tmp_path, moto_s
     assert fs.exists(f"{s3_bucket}/s3run/checkpoints/s3run:v2.ckpt")  # the state resumed from is never deleted
     p = load_policy(f"s3://{s3_bucket}/s3run/checkpoints/:latest")
     assert p.policy_spec["epoch"] == 3 and p.policy_spec["agent_steps"] == cli.model.agent_steps
+
+
+def test_stop_mid_epoch_then_resume_has_no_gap_and_no_repeat(tmp_path):
+    """A run cut inside an epoch (max_steps / max_time) writes one state, named after the epoch in progress;
+    the resumed run finishes that epoch and reaches the straight run's counters."""
+    straight = fit(tmp_path / "a", "mid", 3, exact=False, rollouts=3)
+    fit(tmp_path / "b", "mid", 3, "--trainer.max_steps", "8", exact=False, rollouts=3)  # 4 of 9 rollouts
+    d = tmp_path / "b" / "mid" / "checkpoints"
+    assert sorted(os.listdir(d)) == ["mid:v1.ckpt", "mid:v1.mpt", "mid:v2.ckpt", "mid:v2.mpt"]
+    cut = state(d / "mid:v2.ckpt")
+    assert cut["global_step"] == 8 and cut["agent_steps"] == 4 * 128
+    resumed = fit(tmp_path / "b", "mid", 3, "--ckpt_path", "last", exact=False, rollouts=3)
+    assert sorted(os.listdir(d)) == sorted(f"mid:v{e}.{x}" for e in (1, 2, 3) for x in ("ckpt", "mpt"))
+    assert resumed.model.agent_steps == straight.model.agent_steps == 9 * 128
+    assert resumed.trainer.global_step == straight.trainer.global_step
+    assert state(d / "mid:v3.ckpt")["global_step"] == straight.trainer.global_step

@@ -203,3 +203,17 @@ class EvaluateCallback(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        self._offer_for_upload(trainer)
+
+    def _offer_for_upload(self, trainer: pl.Trainer) -> None:
+        """Hand the database and the replay folder to upload callbacks: `<prefix>/eval.duckdb`, `<prefix>/replays/`
+        beside `<prefix>/checkpoints/`."""
+        from callbacks.upload import UploadCallback
+
+        for cb in trainer.callbacks:
+            if isinstance(cb, UploadCallback) and cb.enabled:
+                if self.replay_dir and os.path.isdir(self.replay_dir):
+                    cb.watch_dir(self.replay_dir)
+                    cb.scan()
+                if self.db_uri and os.path.isfile(self.db_uri):  # a remote db_uri is already where it belongs
+                    cb.enqueue(self.db_uri, key=os.path.basename(self.db_uri))

@@ -30,7 +30,8 @@ def fit_with_eval(tmp_path: Path, run: str = "evalrun", max_epochs: int = 2, ckp
         {"class_path": "callbacks.checkpoint.PolicyCheckpoint",
          "init_args": {"run": run, "dirpath": str(tmp_path / run / "checkpoints"), "epoch_interval": ckpt_interval}},
         {"class_path": "callbacks.evaluate.EvaluateCallback",
-         "init_args": {"suite": "smoke", "epoch_interval": eval_interval, "replay_episodes": 1}}]},
+         "init_args": {"suite": "smoke", "epoch_interval": eval_interval, "replay_episodes": 1}},
+        {"class_path": "callbacks.upload.UploadCallback", "init_args": {"remote_prefix": str(tmp_path / "bucket")}}]},
         "data": {"rollouts_per_epoch": 1}}
     path = tmp_path / "eval_cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -60,6 +61,12 @@ def test_fit_evaluates_then_cli_evaluate_analyze(tmp_path, capsys):
         replays = db.replay_urls("evalrun")
     assert len(replays) == 4 and all(Path(u).exists() for u in replays)
     assert all(str(run_dir / "replays") in u for u in replays)  # next to the checkpoints
+
+    # Checkpoints, the database and the replays were all uploaded, side by side under the prefix.
+    bucket = tmp_path / "bucket"
+    uploaded = sorted(str(p.relative_to(bucket)) for p in bucket.rglob("*") if p.is_file())
+    assert "eval.duckdb" in uploaded and "checkpoints/evalrun:v2.mpt" in uploaded, uploaded
+    assert len([u for u in uploaded if u.startswith("replays/") and u.endswith(".json.z")]) == 4, uploaded
 
     # ... and logged eval/<suite>/score and eval/<suite>/<sim>.
     cb = next(c for c in cli.trainer.callbacks if isinstance(c, EvaluateCallback))

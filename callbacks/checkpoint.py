@@ -292,11 +292,11 @@ def resolve_ckpt_path(trainer: pl.Trainer, ckpt_path: Optional[str]) -> Optional
     if ck.is_local(res.fs):
         if not os.path.isfile(res.path):
             raise ck.CheckpointError(f"{ckpt_path}: checkpoint not found ({res.path})")
-        return res.path
+        return ck.check_training_state(res.path, ckpt_path)
     # Remote: download to a local cache (never resume Lightning from a remote path: Lightning#21813).
     cache = os.path.join(cbs[0].resolve_paths(trainer) if cbs else ck.data_dir(), ".resume-cache")
     os.makedirs(cache, exist_ok=True)
     local = os.path.join(cache, res.path.rsplit("/", 1)[-1])
     ck.write_bytes_atomic(local, ck.read_bytes(res))
     log.info("resuming from %s (downloaded to %s)", res.url, local)
-    return local
+    return ck.check_training_state(local, ckpt_path)

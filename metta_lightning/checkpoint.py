@@ -239,12 +239,33 @@ def latest_artifact(dir_uri: str, run: str | None = None, suffix: str = ARTIFACT
 
 
 def _is_complete(res: Resolved) -> bool:
+    """A readable zip (torch.save files are zips too); local files also pass every member's CRC, so a
+    bit-flipped newest checkpoint is skipped too (remote files are checked once downloaded)."""
     try:
-        with res.fs.open(res.path, "rb") as f, zipfile.ZipFile(f) as z:  # torch.save files are zips too
+        with res.fs.open(res.path, "rb") as f, zipfile.ZipFile(f) as z:
+            if is_local(res.fs):
+                return z.testzip() is None
             z.infolist()
         return True
     except Exception:  # noqa: BLE001
         return False
+
+
+def check_training_state(path: str, uri: str | None = None) -> str:
+    """Raise `CheckpointError` naming `uri` unless the local file `path` is an intact `torch.save` archive
+    (what `trainer.save_checkpoint` writes); returns `path`."""
+    uri = uri or path
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+            names = z.namelist()
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        raise CheckpointError(f"{uri}: training state is truncated or corrupted ({e})") from None
+    if bad is not None:
+        raise CheckpointError(f"{uri}: training state is corrupted (CRC mismatch in {bad})")
+    if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+        raise CheckpointError(f"{uri}: not a training state (a zip without torch's data.pkl)")
+    return path
 
 
 def _raise_not_found(fs, path: str, uri: str, what: str = "checkpoint"):

@@ -184,3 +184,32 @@ def test_stop_mid_epoch_then_resume_has_no_gap_and_no_repeat(tmp_path):
     assert resumed.model.agent_steps == straight.model.agent_steps == 9 * 128
     assert resumed.trainer.global_step == straight.trainer.global_step
     assert state(d / "mid:v3.ckpt")["global_step"] == straight.trainer.global_step
+
+
+def test_damaged_training_state_is_refused_or_skipped(tmp_path):
+    """`--ckpt_path <file>` on a truncated, bit-flipped or foreign state fails naming it; `last` falls back to
+    the newest intact state."""
+    import lightning.pytorch as pl
+
+    from callbacks.checkpoint import PolicyCheckpoint, resolve_ckpt_path
+    from metta_lightning.checkpoint import CheckpointError
+
+    fit(tmp_path, "dmg", 2, exact=False)
+    d = tmp_path / "dmg" / "checkpoints"
+    good = (d / "dmg:v2.ckpt").read_bytes()
+    trainer = pl.Trainer(logger=False, callbacks=[PolicyCheckpoint(run="dmg", dirpath=str(d))])
+    assert resolve_ckpt_path(trainer, "last") == str(d / "dmg:v2.ckpt")
+
+    flipped = bytearray(good)
+    flipped[len(flipped) // 2] ^= 0xFF  # inside the tensors: caught by the zip CRC
+    (d / "dmg:v2.ckpt").write_bytes(bytes(flipped))
+    assert resolve_ckpt_path(trainer, "last") == str(d / "dmg:v1.ckpt")  # the last good one
+    with pytest.raises(CheckpointError, match=r"dmg:v2\.ckpt: training state is corrupted"):
+        resolve_ckpt_path(trainer, str(d / "dmg:v2.ckpt"))
+
+    (d / "dmg:v2.ckpt").write_bytes(good[:-200])
+    with pytest.raises(CheckpointError, match=r"dmg:v2\.ckpt: training state is truncated or corrupted"):
+        resolve_ckpt_path(trainer, str(d / "dmg:v2.ckpt"))
+    (d / "dmg:v2.ckpt").write_bytes(os.urandom(4096))
+    with pytest.raises(CheckpointError, match=r"dmg:v2\.ckpt: training state is truncated or corrupted"):
+        resolve_ckpt_path(trainer, str(d / "dmg:v2.ckpt"))

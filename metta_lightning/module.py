@@ -13,8 +13,9 @@ all ranks (one `all_gather_object` per rollout), so every rank logs the same num
 
 from __future__ import annotations
 
+import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import lightning as L
 import torch
@@ -54,6 +55,12 @@ class PPOModule(L.LightningModule):
             DDP unless `data.batch_semantics` is "global" (then the total over ranks).
         update_epochs: passes over each rollout.
         target_kl: stop a rollout's epochs early when approx_kl exceeds this (None: never).
+        lr_schedule: "constant", or anneal the learning rate from `learning_rate` to `lr_min` ("linear" or
+            "cosine") over `lr_schedule_agent_steps`, then hold it. The rate is a function of the agent-step
+            counter, which checkpoints keep, so a resumed run continues the schedule where it was.
+        lr_schedule_agent_steps: agent-steps (all ranks) to anneal over; default: the run's length,
+            trainer.max_epochs x data.rollouts_per_epoch x agent-steps per rollout.
+        lr_min: the learning rate at the end of the schedule.
     """
 
     def __init__(
@@ -77,6 +84,9 @@ class PPOModule(L.LightningModule):
         minibatch_size: int = 4096,
         update_epochs: int = 1,
         target_kl: float | None = None,
+        lr_schedule: Literal["constant", "linear", "cosine"] = "constant",
+        lr_schedule_agent_steps: int | None = None,
+        lr_min: float = 0.0,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -101,6 +111,12 @@ class PPOModule(L.LightningModule):
         self.norm_adv, self.max_grad_norm = norm_adv, max_grad_norm
         self.bptt_horizon, self.minibatch_size, self.update_epochs = bptt_horizon, minibatch_size, update_epochs
         self.target_kl = target_kl
+        if lr_schedule not in ("constant", "linear", "cosine"):
+            raise ValueError(f"model.lr_schedule must be constant, linear or cosine, got {lr_schedule!r}")
+        if lr_schedule_agent_steps is not None and lr_schedule_agent_steps < 1:
+            raise ValueError(f"model.lr_schedule_agent_steps must be >= 1, got {lr_schedule_agent_steps}")
+        self.lr_schedule, self.lr_schedule_agent_steps, self.lr_min = lr_schedule, lr_schedule_agent_steps, lr_min
+        self._lr_span: int | None = lr_schedule_agent_steps
         self.agent_steps = 0
         self._batch_semantics = "per_rank"  # from the data module at fit start
         self._rank_minibatch = minibatch_size  # minibatch_size / world_size with global batch semantics
@@ -113,7 +129,8 @@ class PPOModule(L.LightningModule):
             "gamma": gamma, "gae_lambda": gae_lambda, "vtrace_rho_clip": vtrace_rho_clip,
             "vtrace_c_clip": vtrace_c_clip, "norm_adv": norm_adv, "max_grad_norm": max_grad_norm,
             "bptt_horizon": bptt_horizon, "minibatch_size": minibatch_size, "update_epochs": update_epochs,
-            "target_kl": target_kl})
+            "target_kl": target_kl, "lr_schedule": lr_schedule,
+            "lr_schedule_agent_steps": lr_schedule_agent_steps, "lr_min": lr_min})
 
     # -- setup -------------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -149,6 +166,20 @@ class PPOModule(L.LightningModule):
             self.validate_sizes(dm.num_rows, dm.horizon, world, semantics)
         self._batch_semantics, self._rank_minibatch = semantics, self.minibatch_per_rank(world, semantics)
         self._last_step_time = None
+        if self.lr_schedule != "constant" and self.lr_schedule_agent_steps is None:
+            epochs = self.trainer.max_epochs
+            if dm is None or epochs is None or epochs < 0:
+                raise ValueError(f"model.lr_schedule={self.lr_schedule} needs model.lr_schedule_agent_steps "
+                                 "or a finite trainer.max_epochs")
+            self._lr_span = epochs * dm.rollouts_per_epoch * dm.num_rows * dm.horizon * world
+
+    def learning_rate_at(self, agent_steps: int) -> float:
+        """The scheduled learning rate after `agent_steps` agent-steps."""
+        if self.lr_schedule == "constant" or not self._lr_span:
+            return self.learning_rate
+        frac = min(agent_steps / self._lr_span, 1.0)
+        shape = 1.0 - frac if self.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+        return self.lr_min + (self.learning_rate - self.lr_min) * shape
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["agent_steps"] = int(self.agent_steps)
@@ -194,6 +225,9 @@ class PPOModule(L.LightningModule):
         n, t = td.batch_size
         self.validate_sizes(n, t, self.trainer.world_size, self._batch_semantics)
         opt = self.optimizers()
+        lr = self.learning_rate_at(self.agent_steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
         rewards = td.get(("next", "reward"))[..., 0]
         terminated = td.get(("next", "terminated"))[..., 0]
         done = td.get(("next", "done"))[..., 0]
@@ -266,6 +300,7 @@ class PPOModule(L.LightningModule):
         logs = {f"losses/{k}": sum(r["losses"][k] for r in ranks) / len(ranks) for k in ranks[0]["losses"]}
         logs["losses/explained_variance"] = sum(r["explained_variance"] for r in ranks) / len(ranks)
         logs["overview/agent_steps"] = float(self.agent_steps)
+        logs["overview/learning_rate"] = lr
         if iteration_s is not None:  # whole iteration (collection + update + glue) of the slowest rank
             logs["overview/sps"] = total_frames / max(r["iteration_s"] for r in ranks)
         if all(r["rollout_s"] > 0 for r in ranks):  # ranks collect concurrently: their rates add up

@@ -5,10 +5,11 @@ checkpoint directory (default `$METTA_DATA_DIR/<run>/checkpoints`, `./train_dir`
 
 - `<run>:v<epoch>.mpt`: the policy artifact (`metta_lightning.checkpoint`), loadable without the config;
 - `<run>:v<epoch>.ckpt`: the full training state, `trainer.save_checkpoint` (weights, optimizer moments,
-  LR schedulers, epoch/batch/optimizer-step loop counters and the logged-step counter, the module's
-  `agent_steps`, every callback's `state_dict` (the logger run id from `LoggerRunId`, curriculum state
-  from its callback), the data module's `state_dict`) plus this callback's state: torch / numpy /
-  python / CUDA RNG states and the env seed epoch.
+  epoch/batch/optimizer-step loop counters and the logged-step counter, the module's `agent_steps` (the
+  learning-rate schedule is a function of it), every callback's `state_dict` (e.g. the logger run id
+  from `LoggerRunId`; a future curriculum callback's state would ride along the same way), the data
+  module's `state_dict`) plus this callback's state: every rank's torch / numpy / python / CUDA RNG
+  states and the env seed epoch.
 
 `<epoch>` counts completed epochs, so a run resumed from `v4` writes `v5`, `v6`, ... Both files are
 written atomically: a temporary name that never matches `<run>:v<N>.<ext>`, fsync, then `os.replace`.

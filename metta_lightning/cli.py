@@ -14,8 +14,10 @@ Trainer methods) or by overriding it in a subclass; see `LightningCLI` docs.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 from typing import Any, Optional
 
 from lightning.pytorch.callbacks import Callback, ProgressBar
@@ -112,6 +114,22 @@ class MettaCLI(LightningCLI):
                         "Resume it with `--ckpt_path last`, or start another run with `--run <new name>`.")
 
 
+class _NoTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def _quiet_lightning_noise() -> None:
+    """Lightning advertises its cloud products on every run (our users run offline), warns about its own use
+    of a deprecated torch API, and about `__len__` on iterable datasets, which only matters with
+    DataLoader workers (the collector steps the envs; the DataLoader has none)."""
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoTips) for f in log.filters):
+        log.addFilter(_NoTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+
+
 def main(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> MettaCLI:
     """Run the CLI (`args` default to sys.argv). Extra kwargs go to `MettaCLI`.
 
@@ -119,6 +137,7 @@ def main(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> Mett
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] in COMMANDS:
         sys.exit(run_command(argv))
+    _quiet_lightning_noise()
     import torch
 
     if not torch.cuda.is_available():

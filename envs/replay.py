@@ -16,6 +16,12 @@ from typing import Any
 import fsspec
 
 REPLAY_VERSION = 1
+# Keys every replay carries (GAME.md); a file without them is some other JSON.
+REQUIRED_KEYS = ("version", "map_size", "num_agents", "max_steps", "objects")
+
+
+class ReplayError(ValueError):
+    """A replay path or URL that does not exist, or a file that is not a readable MettaGrid replay."""
 
 
 class _Episode:
@@ -124,7 +130,27 @@ class ReplayRecorder:
 
 
 def load(path_or_url: str) -> dict[str, Any]:
-    """Read one replay (`*.json.z`) from a local path or any fsspec URL (file://, memory://, s3://...)."""
-    with fsspec.open(str(path_or_url), "rb") as f:
-        data = f.read()
-    return json.loads(zlib.decompress(data))
+    """Read one replay (`*.json.z`) from a local path or any fsspec URL (file://, memory://, s3://...).
+
+    Raises `ReplayError` (a `ValueError`) naming the path when the file is missing, is not
+    zlib-compressed JSON, or lacks the replay keys."""
+    src = str(path_or_url)
+    try:
+        with fsspec.open(src, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ReplayError(f"{src}: replay not found") from None
+    try:
+        text = zlib.decompress(data)
+    except zlib.error as e:  # truncated files fail here too ("incomplete or truncated stream")
+        raise ReplayError(f"{src}: not a zlib-compressed .json.z replay ({e})") from None
+    try:
+        replay = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ReplayError(f"{src}: not a MettaGrid replay: invalid JSON ({e})") from None
+    if not isinstance(replay, dict):
+        raise ReplayError(f"{src}: not a MettaGrid replay: expected a JSON object, got {type(replay).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in replay]
+    if missing:
+        raise ReplayError(f"{src}: not a MettaGrid replay: missing keys {', '.join(missing)}")
+    return replay

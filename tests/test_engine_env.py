@@ -318,6 +318,40 @@ def test_replay_round_trip(tmp_path):
     walls = [o for o in replay["objects"] if value_at(o.get("type"), 0) == 1]
     assert len(walls) == 14
 
+def _one_replay(tmp_path) -> bytes:
+    env = MettaGrid(presets.ascii(["####", "#@.#", "####"], max_steps=3), seed=0)
+    rec = env.record_replays(games=[0], directory=str(tmp_path / "good"))
+    env.reset()
+    for _ in range(3):
+        env.step(np.array([A["noop"]], dtype=np.int32))
+    with open(rec.paths[0], "rb") as f:
+        return f.read()
+
+
+def test_replay_load_errors_name_the_path_and_the_problem(tmp_path):
+    data = _one_replay(tmp_path)
+    cases = {
+        "truncated.json.z": (data[: len(data) // 2], "not a zlib-compressed .json.z replay"),
+        "plain.json.z": (json.dumps({"map_size": [3, 3]}).encode(), "not a zlib-compressed .json.z replay"),
+        "garbage.json.z": (zlib.compress(b"{not json"), "not a MettaGrid replay: invalid JSON"),
+        "list.json.z": (zlib.compress(b"[1, 2]"), "not a MettaGrid replay: expected a JSON object"),
+        "other.json.z": (zlib.compress(json.dumps({"map_size": [3, 3], "objects": []}).encode()),
+                         "not a MettaGrid replay: missing keys version, num_agents, max_steps"),
+    }
+    for name, (content, problem) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ValueError) as info:
+            envs.replay.load(str(path))
+        assert isinstance(info.value, envs.replay.ReplayError)
+        assert str(path) in str(info.value) and problem in str(info.value), str(info.value)
+    missing = tmp_path / "nowhere" / "game0_episode0.json.z"
+    with pytest.raises(envs.replay.ReplayError, match="replay not found") as info:
+        envs.replay.load(str(missing))
+    assert str(missing) in str(info.value)
+    with pytest.raises(envs.replay.ReplayError, match="memory://no/such.json.z: replay not found"):
+        envs.replay.load("memory://no/such.json.z")
+
 
 # ----------------------------------------------------------------------------------------- bad input
 def test_bad_actions_raise_clear_errors():

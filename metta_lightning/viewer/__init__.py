@@ -27,16 +27,15 @@ from typing import Iterable
 
 import fsspec
 
+# One error class for replays across the project: envs.replay.load raises it too (a ValueError).
+from envs.replay import ReplayError
+
 __all__ = ["ReplayError", "ReplayServer", "STATIC_DIR", "find_replays", "check_replay", "serve", "main"]
 
 STATIC_DIR = Path(__file__).resolve().parent
 STATIC_FILES = {"index.html": "text/html; charset=utf-8", "viewer.js": "text/javascript; charset=utf-8",
                 "viewer.css": "text/css; charset=utf-8"}
 REPLAY_SUFFIXES = (".json.z", ".json")
-
-
-class ReplayError(RuntimeError):
-    """A replay path or URI that does not exist, or a file that is not a readable replay."""
 
 
 def find_replays(sources: Iterable[str]) -> list[str]:

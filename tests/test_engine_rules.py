@@ -760,3 +760,145 @@ def test_rows_are_game_major():
     assert [pos(a) for a in agents(env, 0)] == [(1, 1), (1, 3)]
     assert [pos(a) for a in agents(env, 1)] == [(1, 1), (1, 2)]
     assert [pos(a) for a in agents(env, 2)] == [(1, 2), (1, 3)]
+
+
+# ----------------------------------------------------------------------------------------- rotate/swap/change_glyph
+# Off by default (envs.config.ActionsConfig); enabled, they follow attack_8 in the flat action list:
+# rotate_north/south/west/east, swap, change_glyph_0..K-1.
+EXTRA_ACTIONS = {"rotate": {"enabled": True}, "swap": {"enabled": True},
+                 "change_glyph": {"enabled": True, "number_of_glyphs": 4}}
+
+
+def make_extra(lines, **overrides) -> MettaGrid:
+    return make(lines, actions=EXTRA_ACTIONS, **overrides)
+
+
+def act(env: MettaGrid, *names):
+    """One step with actions named by this env's action list (names or raw ids)."""
+    ids = [env.action_names.index(a) if isinstance(a, str) else a for a in names]
+    return step(env, *ids)
+
+
+def finish(env: MettaGrid, max_steps: int) -> dict:
+    """Play noops to the end of the (only) game's episode and return its statistics."""
+    for _ in range(max_steps - env.current_step()):
+        act(env, *["noop"] * env.num_agents)
+    (ep,) = env.episode_stats()
+    return ep
+
+
+def test_extra_action_ids_follow_attack():
+    env = make_extra(["###", "#@#", "###"])
+    assert env.action_names[16:] == ["rotate_north", "rotate_south", "rotate_west", "rotate_east", "swap",
+                                     "change_glyph_0", "change_glyph_1", "change_glyph_2", "change_glyph_3"]
+    assert env.num_actions == 25
+
+
+@pytest.mark.parametrize("action,orientation", [("rotate_south", SOUTH), ("rotate_west", WEST),
+                                                ("rotate_east", EAST), ("rotate_north", NORTH)])
+def test_rotate_turns_without_moving(action, orientation):
+    env = make_extra(["#####", "#...#", "#.@.#", "#...#", "#####"])
+    obs, r, _, _ = act(env, action)
+    a = agent(env)
+    assert pos(a) == (2, 2) and a["orientation"] == orientation
+    assert a["last_action"] == env.action_names.index(action) and a["last_action_success"] is True
+    assert r[0] == 0.0
+    # Own cell shows the new orientation; the global tokens show the action and its direction.
+    assert cell_tokens(obs[0], CENTRE)[3] == orientation
+    assert tokens(obs[0])[1:3] == [(CENTRE, 8, env.action_names.index(action)), (CENTRE, 9, orientation)]
+
+
+def test_rotate_next_to_walls_succeeds_and_aims_the_next_action():
+    env = make_extra(["####", "#@m#", "####"], max_steps=5, agent={"action_failure_penalty": 0.5})
+    act(env, "get_items")                  # facing north (a wall): fails
+    assert agent(env)["last_action_success"] is False and inv(agent(env), "ore_red") == 0
+    act(env, "rotate_east")                # blocked on every side: turns anyway, never moves
+    a = agent(env)
+    assert pos(a) == (1, 1) and a["orientation"] == EAST and a["last_action_success"] is True
+    _, r, _, _ = act(env, "get_items")     # now faces the mine, which made an ore at tick 1
+    assert inv(agent(env), "ore_red") == 1 and agent(env)["last_action_success"] is True
+    ep = finish(env, 5)
+    assert ep["agent"]["action.rotate_east.success"][0] == 1 and ep["agent"]["action.rotate_east.failed"][0] == 0
+    assert ep["agent"]["action.get_items.failed"][0] == 1
+
+
+def test_swap_trades_places_with_a_block():
+    env = make_extra(["#####", "#@s.#", "#####"], max_steps=5)
+    block_id = obj_at(env, 1, 2)["id"]
+    act(env, "rotate_east")
+    obs, r, _, _ = act(env, "swap")
+    a = agent(env)
+    assert pos(a) == (1, 2) and a["orientation"] == EAST and a["last_action_success"] is True
+    block = obj_at(env, 1, 1)
+    assert block["id"] == block_id and block["type_name"] == "block"
+    assert [o for o in env.grid_objects() if o["layer"] == 1 and pos(o) == (1, 2)] == []
+    # The observation shows the block behind the agent, still swappable; nothing ahead.
+    assert cell_tokens(obs[0], loc(0, -1)) == {0: 14, 6: 1} and cell_tokens(obs[0], loc(0, 1)) == {}
+    # Facing the empty cell now: a second swap fails.
+    act(env, "swap")
+    assert pos(agent(env)) == (1, 2) and agent(env)["last_action_success"] is False
+    ep = finish(env, 5)
+    assert ep["agent"]["action.swap.success"][0] == 1 and ep["agent"]["action.swap.failed"][0] == 1
+
+
+@pytest.mark.parametrize("lines,what", [
+    (["#####", "#@#.#", "#####"], "wall"),
+    (["#####", "#@..#", "#####"], "empty"),
+    (["#####", "#@m.#", "#####"], "mine_red"),
+    (["#####", "#@@.#", "#####"], "agent"),
+])
+def test_swap_failures(lines, what):
+    env = make_extra(lines, max_steps=4, agent={"action_failure_penalty": 0.5})
+    before = sorted((o["id"], pos(o)) for o in env.grid_objects())
+    act(env, *["rotate_east"] + ["noop"] * (env.num_agents - 1))
+    _, r, _, _ = act(env, *["swap"] + ["noop"] * (env.num_agents - 1))
+    a = agent(env)
+    assert a["last_action"] == env.action_names.index("swap") and a["last_action_success"] is False
+    assert r[0] == pytest.approx(-0.5)
+    assert sorted((o["id"], pos(o)) for o in env.grid_objects()) == before, what
+    ep = finish(env, 4)
+    assert ep["agent"]["action.swap.failed"][0] == 1 and ep["agent"]["action.swap.success"][0] == 0
+
+
+def test_swap_off_the_map_edge_fails():
+    env = make_extra(["@", "s"])   # no border: facing north is off the map
+    act(env, "swap")
+    assert pos(agent(env)) == (0, 0) and agent(env)["last_action_success"] is False
+    act(env, "rotate_south")
+    act(env, "swap")
+    assert pos(agent(env)) == (1, 0) and obj_at(env, 0, 0)["type_name"] == "block"
+
+
+def test_change_glyph_sets_the_glyph_token_and_field():
+    env = make_extra(["######", "#@.@.#", "######"], max_steps=6)
+    assert [a["glyph"] for a in agents(env)] == [0, 0]
+    assert 11 not in cell_tokens(env.observations[0], CENTRE)   # glyph 0 emits no token
+    obs, r, _, _ = act(env, "change_glyph_3", "change_glyph_2")
+    a0, a1 = agents(env)
+    assert (a0["glyph"], a1["glyph"]) == (3, 2) and pos(a0) == (1, 1) and a0["orientation"] == NORTH
+    assert a0["last_action_success"] is True and r.tolist() == [0.0, 0.0]
+    assert cell_tokens(obs[0], CENTRE)[11] == 3 and cell_tokens(obs[0], loc(0, 2))[11] == 2   # self, other
+    assert cell_tokens(obs[1], loc(0, -2))[11] == 3
+    assert tokens(obs[0])[1:3] == [(CENTRE, 8, env.action_names.index("change_glyph_3")), (CENTRE, 9, 3)]
+    # Back to glyph 0: the token disappears; the other agent keeps its glyph.
+    obs, _, _, _ = act(env, "change_glyph_0", "noop")
+    assert [a["glyph"] for a in agents(env)] == [0, 2] and 11 not in cell_tokens(obs[0], CENTRE)
+    # Past the last glyph is an invalid id: a failed noop that leaves the glyph alone.
+    act(env, len(env.action_names), "noop")
+    assert agent(env, 0)["glyph"] == 0 and agent(env, 0)["last_action_success"] is False
+    ep = finish(env, 6)
+    assert ep["agent"]["action.change_glyph_3.success"].tolist() == [1, 0]
+    assert ep["agent"]["action.change_glyph_0.success"].tolist() == [1, 0]
+    assert ep["agent"]["action.invalid"].tolist() == [1, 0]
+
+
+def test_glyph_is_recorded_in_replays(tmp_path):
+    import envs.replay
+
+    env = MettaGrid(presets.ascii(["####", "#@.#", "####"], max_steps=2, actions=EXTRA_ACTIONS), seed=0)
+    rec = env.record_replays(games=[0], directory=str(tmp_path))
+    env.reset()
+    for name in ["change_glyph_1", "noop"]:
+        env.step(np.array([env.action_names.index(name)], dtype=np.int32))
+    (ag,) = [o for o in envs.replay.load(rec.paths[0])["objects"] if "agent_id" in o]
+    assert ag["glyph"] == [[0, 0], [1, 1]]

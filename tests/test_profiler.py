@@ -1,4 +1,4 @@
-"""TorchProfiler: Chrome traces (valid JSON with events) every epoch_interval epochs, next to the checkpoints."""
+"""TorchProfiler: Chrome traces (valid JSON with events) every epoch_interval epochs, in the run's checkpoint folder."""
 
 import json
 import os
@@ -9,7 +9,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from callbacks.checkpoint import PolicyCheckpoint
 from callbacks.profiler import TorchProfiler
+from callbacks.upload import UploadCallback
 
 
 class TinyRL(L.LightningModule):
@@ -78,3 +80,43 @@ def test_disabled(tmp_path):
     prof = TorchProfiler(epoch_interval=0)
     _fit(tmp_path, prof, epochs=2)
     assert prof.trace_paths == [] and not (tmp_path / "ckpt" / "traces").exists()
+
+
+def test_trace_goes_to_the_policy_checkpoint_folder_and_is_uploaded(tmp_path, monkeypatch):
+    # The arena config's setup: Lightning's checkpointing off, PolicyCheckpoint + UploadCallback on.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # a trace written to ./traces would land here
+    run_ckpts = tmp_path / "run" / "checkpoints"
+    remote = tmp_path / "remote"  # a local folder as the remote prefix (any fsspec URL works the same)
+    prof = TorchProfiler(epoch_interval=1, num_steps=1)
+    upload = UploadCallback(remote_prefix=str(remote))
+    trainer = L.Trainer(max_epochs=1, logger=False, accelerator="cpu", enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path / "root"),
+                        callbacks=[prof, PolicyCheckpoint(run="prof", dirpath=str(run_ckpts)), upload])
+    trainer.fit(TinyRL())
+    trace = run_ckpts / "traces" / "trace_epoch000000_rank0.json"
+    assert prof.trace_paths == [str(trace)]
+    assert not (cwd / "traces").exists() and not (tmp_path / "root" / "traces").exists()
+    # Uploaded under the checkpoint folder's name (UploadCallback watches it), with the same bytes.
+    copied = remote / "checkpoints" / "traces" / trace.name
+    assert f"{remote}/checkpoints/traces/{trace.name}" in upload.uploaded
+    assert copied.read_bytes() == trace.read_bytes() and json.loads(copied.read_text())["traceEvents"]
+
+
+def test_trace_dir_fallbacks(tmp_path, monkeypatch):
+    monkeypatch.setenv("METTA_DATA_DIR", str(tmp_path / "data"))
+    prof = TorchProfiler()
+
+    def trainer(*callbacks, **kw):
+        return L.Trainer(logger=False, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=str(tmp_path / "root"), callbacks=[prof, *callbacks], **kw)
+
+    # PolicyCheckpoint not set up yet (no dirpath): its default run folder is resolved.
+    assert prof.resolve_dir(trainer(PolicyCheckpoint(run="r1"), enable_checkpointing=False)) == \
+        os.path.join(str(tmp_path / "data"), "r1", "checkpoints", "traces")
+    # Preferred over Lightning's checkpoint callback when both are there.
+    both = trainer(PolicyCheckpoint(run="r2"), ModelCheckpoint(dirpath=str(tmp_path / "lt")))
+    assert prof.resolve_dir(both) == os.path.join(str(tmp_path / "data"), "r2", "checkpoints", "traces")
+    assert prof.resolve_dir(trainer(ModelCheckpoint(dirpath=str(tmp_path / "lt")))) == str(tmp_path / "lt" / "traces")
+    assert prof.resolve_dir(trainer(enable_checkpointing=False)) == str(tmp_path / "root" / "traces")

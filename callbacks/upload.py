@@ -51,7 +51,8 @@ class UploadCallback(Callback):
         remote_prefix: fsspec URL of the destination directory (`s3://bucket/run`, `gs://...`,
             `memory://...`, a local path). None disables the callback.
         watch: local directories scanned at each epoch end (and at the end) for new or changed files
-            matching `patterns`; hidden files (temporary names) are skipped.
+            matching `patterns`; hidden files (temporary names) and hidden folders (`.resume-cache/`)
+            are skipped.
         patterns: file-name globs to upload from the watched directories.
         max_attempts: tries per file before it is given up (logged as an error).
         backoff_s: first retry delay; doubled after each failure, capped at `max_backoff_s`.
@@ -118,7 +119,10 @@ class UploadCallback(Callback):
         for d in self.watch:
             if not os.path.isdir(d):
                 continue
-            for dirpath, _, files in os.walk(d):
+            for dirpath, subdirs, files in os.walk(d):
+                # Hidden folders hold local-only files (e.g. `.resume-cache/`, states downloaded from the
+                # bucket to resume from): never walk into them, or they would be uploaded again.
+                subdirs[:] = [s for s in subdirs if not s.startswith(".")]
                 for name in files:
                     if name.startswith(".") or not any(fnmatch.fnmatch(name, p) for p in self.patterns):
                         continue

@@ -147,3 +147,22 @@ def test_training_with_s3_down_for_part_of_the_run(s3_conf, s3_bucket, tmp_path)
         assert fs.cat_file(f"{s3_bucket}/run/checkpoints/r:v{e}.mpt") == (tmp_path / f"r:v{e}.mpt").read_bytes()
     # 24 steps of 0.15 s compute: the outage (and the flush at the end) cost little
     assert fit_s < 3.6 + 25, fit_s
+
+
+def test_scan_skips_hidden_files_and_folders(tmp_path):
+    ckpts = tmp_path / "run" / "checkpoints"
+    for rel in ["run:v1.ckpt", "run:v1.mpt", "evals/run:v1.json.z",          # uploaded
+                ".run:v2.ckpt.tmp-1", ".resume-cache/run:v7.ckpt",           # hidden file, hidden folder
+                ".resume-cache/deeper/run:v6.mpt", "notes.txt"]:            # inside it; no pattern match
+        (ckpts / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ckpts / rel).write_bytes(rel.encode())
+    remote = tmp_path / "remote"
+    up = UploadCallback(remote_prefix=str(remote), watch=[str(ckpts)])
+    try:
+        assert up.scan() == 3
+        assert up.flush(timeout=30)
+    finally:
+        up.close(timeout=5)
+    got = sorted(str(p.relative_to(remote)) for p in remote.rglob("*") if p.is_file())
+    assert got == ["checkpoints/evals/run:v1.json.z", "checkpoints/run:v1.ckpt", "checkpoints/run:v1.mpt"]
+    assert up.scan() == 0  # nothing new

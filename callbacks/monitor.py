@@ -1,8 +1,8 @@
 """System monitor: process/system CPU and memory, GPU memory and utilisation, and an RSS leak detector.
 
-Logged under ``monitor/*`` with ``pl_module.log`` at the end of a training batch, at most once every
-``interval_s`` seconds and only on batches Lightning writes logs for (``log_every_n_steps``), so the
-values share the training step's row:
+Logged under ``monitor/*`` with ``pl_module.log`` at the end of a training batch: the first time at the
+first batch Lightning writes logs for (``log_every_n_steps``), then at most once every ``interval_s``
+seconds, again only on such batches, so the values share the training step's row:
 
 - ``monitor/cpu_percent``          this process, % of one core (can exceed 100 with threads)
 - ``monitor/system_cpu_percent``   whole machine, % of all cores
@@ -57,7 +57,8 @@ class SystemMonitor(Callback):
     """Log process/system CPU, memory and GPU usage under ``monitor/*``; warn on steady RSS growth.
 
     Args:
-        interval_s: sample at most once every this many seconds (checked after each training batch).
+        interval_s: sample at most once every this many seconds (checked after each training batch); the
+            first sample is taken at the first logged batch.
         leak_window: number of RSS samples the leak detector fits a line through.
         leak_mb_per_min: warn when RSS grows faster than this (MB per minute) steadily over the window.
     """
@@ -150,7 +151,9 @@ class SystemMonitor(Callback):
         self._proc.cpu_percent(interval=None)  # prime: the first call always returns 0.0
         psutil.cpu_percent(interval=None)
         self._t0 = time.monotonic()
-        self._last_sample = time.monotonic()  # first real sample after interval_s of training
+        # First sample at the first batch Lightning logs (CPU % then covers the time since this priming),
+        # so even a run shorter than interval_s logs monitor/*; then at most once every interval_s.
+        self._last_sample = None
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
         self._maybe_log(trainer, pl_module)

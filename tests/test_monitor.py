@@ -96,10 +96,15 @@ def test_monitor_samples_only_on_logging_steps():
     assert 1 <= len(rec.rows) <= 2 and all("monitor/rss_mb" in m for _, m in rec.rows)
 
 
-def test_monitor_respects_interval():
+def test_monitor_samples_first_batch_then_respects_interval():
+    # A run shorter than interval_s still gets one sample: at the first batch, not interval_s after the start.
     mon = SystemMonitor(interval_s=3600.0)
-    rec, _ = _fit([mon])
-    assert rec.rows == []
+    taken = []
+    sample = mon.sample
+    mon.sample = lambda: taken.append(sample()) or taken[-1]
+    rec, _ = _fit([mon])  # 4 batches
+    assert len(taken) == 1
+    assert rec.rows and rec.rows[0][0] == 0 and rec.rows[0][1]["monitor/rss_mb"] == taken[0]["monitor/rss_mb"]
 
 
 class _FakeProc:

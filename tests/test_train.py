@@ -32,7 +32,9 @@ def read_metrics(tmp_path):
 
 @pytest.mark.parametrize("policy", ["feedforward", "fast"])
 def test_fit_smoke_logs_keys(tmp_path, policy):
-    cli = fit(tmp_path, *(FAST if policy == "fast" else []))
+    # Monitors at every chance, so a seconds-long run logs monitor/* and grad/* too.
+    cli = fit(tmp_path, "--monitor.interval_s", "0", "--grad_stats.every_n_updates", "1",
+              *(FAST if policy == "fast" else []))
     model = cli.model
     assert model.agent_steps == 3 * cli.datamodule.batch_size
     rows = read_metrics(tmp_path)
@@ -42,6 +44,10 @@ def test_fit_smoke_logs_keys(tmp_path, policy):
                 "losses/approx_kl", "losses/clipfrac", "losses/explained_variance"]:
         assert key in keys, key
     assert any(k.startswith("env_game/") for k in keys)
+    for key in ["timing/rollout", "timing/update", "timing/env_step", "timing/policy_forward",
+                "monitor/rss_mb", "monitor/cpu_percent", "monitor/available_mb", "grad/global_norm"]:
+        assert key in keys, key
+        assert any(r[key] != "" and math.isfinite(float(r[key])) for r in rows), key
     assert all(math.isfinite(float(r["losses/value_loss"])) for r in rows)
     assert cli.trainer.global_step == 3 * 2 * (cli.datamodule.batch_size // model.minibatch_size)
 

@@ -5,6 +5,7 @@ parameters on the arena)."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from envs.info import EnvInfo
@@ -25,7 +26,15 @@ class Fast(Policy):
         critic_hidden: width of the critic's hidden layer.
         actor_hidden: width of the actor's hidden layer.
         action_embedding_dim: size of each action's embedding in the bilinear actor head.
+
+    Batches of at least `SPARSE_MIN_ROWS` observations (the training minibatches) compute the first
+    convolution straight from the tokens (`_sparse_cnn`: an embedding-bag over a per-location copy of the
+    kernel) instead of scattering a mostly empty box and convolving it: the same function of the same
+    parameters, equal up to float rounding, about 2x faster forward + backward on a CPU. Small batches
+    (acting) use the box and `self.cnn`, which is faster there.
     """
+
+    SPARSE_MIN_ROWS = 1024
 
     is_recurrent = True
 
@@ -43,6 +52,7 @@ class Fast(Policy):
             nn.Flatten())
         with torch.no_grad():
             flat = self.cnn(torch.zeros(1, f, env_info.obs_height, env_info.obs_width)).shape[1]
+        self._init_sparse_cnn()
         self.encoder = nn.Sequential(layer_init(nn.Linear(flat, hidden_size)), nn.ReLU(),
                                      layer_init(nn.Linear(hidden_size, hidden_size)), nn.ReLU())
         self.lstm = nn.LSTM(hidden_size, hidden_size, num_layers=lstm_layers, batch_first=True)
@@ -60,6 +70,53 @@ class Fast(Policy):
         nn.init.orthogonal_(self.actor_bilinear, 0.1)
         self.actor_bias = nn.Parameter(torch.zeros(env_info.num_actions))
 
+    def _init_sparse_cnn(self) -> None:
+        """Index map of `_sparse_cnn`: for each input cell (row, col) and output cell (py, px) of the first
+        convolution, the kernel offset dy * K + dx that links them, or K * K (a zero row) if none."""
+        conv = self.cnn[0]
+        (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+        h, w = self.box.height, self.box.width
+        self._sparse_ok = (conv.padding in ((0, 0), "valid") and conv.dilation == (1, 1) and conv.groups == 1
+                           and h >= kh and w >= kw and h <= 16 and w <= 16)
+        oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+        self._conv1_out = (oh, ow)
+        dy = torch.arange(h).view(h, 1, 1, 1) - sh * torch.arange(oh).view(1, 1, oh, 1)
+        dx = torch.arange(w).view(1, w, 1, 1) - sw * torch.arange(ow).view(1, 1, 1, ow)
+        inside = (dy >= 0) & (dy < kh) & (dx >= 0) & (dx < kw)
+        self.register_buffer("_kernel_map", torch.where(inside, dy * kw + dx, kh * kw).view(-1), persistent=False)
+
+    def _sparse_cnn(self, tokens: Tensor) -> Tensor:
+        """`self.cnn(self.box(tokens))` for tokens `[B, num_tokens, 3]`, without building the box.
+
+        The first convolution is linear in the box, so its output is a sum over the valid tokens of
+        value / norm times the kernel slice that links the token's cell to every output cell: one
+        `embedding_bag` per observation over a table `[features * H * W, oh * ow * C]` gathered from the
+        kernel (rebuilt every call, so gradients flow to `cnn.0.weight`). Tokens past the last valid one
+        of the batch are trimmed (the engine packs valid tokens first; invalid ones get weight 0
+        anyway). Like the box, each (location, feature) is assumed to appear at most once per
+        observation (the engine writes one token per feature and cell)."""
+        conv1, conv2 = self.cnn[0], self.cnn[2]
+        f, h, w = self.box.num_features, self.box.height, self.box.width
+        (kh, kw), (oh, ow), c = conv1.kernel_size, self._conv1_out, conv1.out_channels
+        n = int((tokens[..., 0] != 255).sum(-1).max())
+        tokens = tokens[:, :max(n, 1)]
+        loc, feat = tokens[..., 0].to(torch.int64), tokens[..., 1].to(torch.int64)
+        row, col = loc >> 4, loc & 15
+        valid = (loc != 255) & (feat < f) & (row < h) & (col < w)
+        index = torch.where(valid, (feat * h + row) * w + col, 0)
+        values = tokens[..., 2].to(torch.float32) * self.box.inv_norm[torch.where(valid, feat, f)]
+        kernel = conv1.weight.permute(1, 2, 3, 0).reshape(f, kh * kw, c)
+        kernel = torch.cat([kernel, kernel.new_zeros(f, 1, c)], dim=1)
+        table = kernel[:, self._kernel_map].reshape(f * h * w, oh * ow * c)
+        x = F.embedding_bag(index, table, mode="sum", per_sample_weights=values)  # [B, oh * ow * C], (py, px, c)
+        x = torch.relu(x.view(-1, oh, ow, c) + conv1.bias)
+        if conv2.kernel_size == (oh, ow) and conv2.padding in ((0, 0), "valid") and conv2.groups == 1:
+            # The second convolution covers the whole map: a linear layer over (py, px, c).
+            return self.cnn[4](torch.relu(F.linear(x.reshape(x.shape[0], -1),
+                                                   conv2.weight.permute(0, 2, 3, 1).reshape(conv2.out_channels, -1),
+                                                   conv2.bias)))
+        return self.cnn[2:](x.permute(0, 3, 1, 2))
+
     def initial_state(self, batch: int, device: torch.device | str = "cpu") -> Tensor:
         """`[B, 2, layers, hidden]`: LSTM (h, c)."""
         return torch.zeros(batch, 2, self.lstm_layers, self.hidden_size, device=device)
@@ -67,7 +124,12 @@ class Fast(Policy):
     def forward_sequence(self, obs: Tensor, state: Tensor | None, is_init: Tensor
                          ) -> tuple[Tensor, Tensor, Tensor]:
         b, t = obs.shape[:2]
-        x = self.encoder(self.cnn(self.box(obs.reshape(b * t, *obs.shape[2:])))).view(b, t, -1)
+        tokens = obs.reshape(b * t, *obs.shape[2:])
+        if self._sparse_ok and b * t >= self.SPARSE_MIN_ROWS:
+            x = self._sparse_cnn(tokens)
+        else:
+            x = self.cnn(self.box(tokens))
+        x = self.encoder(x).view(b, t, -1)
         if state is None:
             state = self.initial_state(b, obs.device)
         h = state[:, 0].transpose(0, 1).contiguous()

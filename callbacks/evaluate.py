@@ -37,6 +37,8 @@ from typing import Any, Optional
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
+from metta_lightning.logging import log_now
+
 log = logging.getLogger(__name__)
 
 __all__ = ["EvaluateCallback"]
@@ -200,8 +202,7 @@ class EvaluateCallback(Callback):
 
     def _publish(self, trainer: pl.Trainer, epoch: int, metrics: dict[str, float]) -> None:
         self.last_metrics = metrics
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+        log_now(trainer, metrics)
         log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
         self._offer_for_upload(trainer)
 

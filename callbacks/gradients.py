@@ -4,8 +4,8 @@ Hooks ``on_before_optimizer_step``, which Lightning calls inside ``LightningOpti
 optimization too (after ``self.manual_backward(loss)``, before the optimizer applies the gradients), so
 it sees exactly the gradients of each update, after any clipping done before ``opt.step()``.
 
-Metrics, logged with ``pl_module.log`` (so they join the training step's row; when several sampled
-updates fall in one training step, the last one is written):
+Metrics, written to the loggers at the sampled update's global step (``metta_lightning.logging.log_now``:
+through ``pl_module.log`` they would be repeated, stale, in every later row of the epoch):
 
 - ``grad/global_norm``                      2-norm over all gradients
 - ``grad/<param name>/norm|mean|var``        per parameter tensor (``per_layer=True``)
@@ -18,6 +18,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+
+from metta_lightning.logging import log_now
 
 
 @torch.no_grad()
@@ -63,9 +65,7 @@ class GradientStats(Callback):
         if not stats:
             return
         self.last_stats = stats
-        # Through the module, so the values join the training step's row; with several updates per
-        # training step, the last sampled update of the step is the one written.
-        pl_module.log_dict(stats, on_step=True, on_epoch=False, rank_zero_only=True, batch_size=1)
+        log_now(trainer, stats)
 
     def state_dict(self) -> dict[str, Any]:
         return {"updates": self.updates}

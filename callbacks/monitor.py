@@ -1,8 +1,8 @@
 """System monitor: process/system CPU and memory, GPU memory and utilisation, and an RSS leak detector.
 
-Logged under ``monitor/*`` with ``pl_module.log`` at the end of a training batch: the first time at the
-first batch Lightning writes logs for (``log_every_n_steps``), then at most once every ``interval_s``
-seconds, again only on such batches, so the values share the training step's row:
+Logged under ``monitor/*`` at the end of a training batch, straight to the loggers at that global step
+(``metta_lightning.logging.log_now``): the first time at the first batch Lightning logs for
+(``log_every_n_steps``), then at most once every ``interval_s`` seconds, again on such batches:
 
 - ``monitor/cpu_percent``          this process, % of one core (can exceed 100 with threads)
 - ``monitor/system_cpu_percent``   whole machine, % of all cores
@@ -31,6 +31,8 @@ import psutil
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
+
+from metta_lightning.logging import log_now
 
 log = logging.getLogger(__name__)
 
@@ -141,17 +143,16 @@ class SystemMonitor(Callback):
         if self._last_sample is not None and now - self._last_sample < self.interval_s:
             return
         if not getattr(trainer._logger_connector, "should_update_logs", True):
-            return  # Lightning would drop a value logged on this step (log_every_n_steps): sample later
+            return  # keep to the run's log_every_n_steps cadence: sample at the next logging step
         self._last_sample = now
-        # Through the module, so the values join the training step's row (one CSV row / W&B step per step).
-        pl_module.log_dict(self.sample(), on_step=True, on_epoch=False, rank_zero_only=True, batch_size=1)
+        log_now(trainer, self.sample())
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._proc.cpu_percent(interval=None)  # prime: the first call always returns 0.0
         psutil.cpu_percent(interval=None)
         self._t0 = time.monotonic()
-        # First sample at the first batch Lightning logs (CPU % then covers the time since this priming),
+        # First sample at the first logging batch (CPU % then covers the time since this priming),
         # so even a run shorter than interval_s logs monitor/*; then at most once every interval_s.
         self._last_sample = None
 

@@ -143,6 +143,20 @@ def _wait_for_exit_record(run_dir: str, timeout: float = 10.0) -> bool:
     return False
 
 
+def log_now(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
+    """Write `metrics` to every logger now, at the step Lightning logs the current batch's row under.
+
+    For values a callback samples now and then (gradient stats, system monitor, evaluation): through
+    `LightningModule.log` they would stay in Lightning's step results and be written again, stale, in
+    every later row of the epoch. Loggers' `log_metrics` only write on rank zero."""
+    if not metrics:
+        return
+    # Lightning's logging step counts training batches (rollouts), not optimizer steps (trainer.global_step).
+    step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step)
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=step)
+
+
 def make_logger(
     kind: LoggerKind = "wandb",
     save_dir: str = "train_dir",

@@ -155,11 +155,11 @@ def test_gradient_stats_fire_under_manual_optimization():
     total_updates = 2 * 2 * 3  # epochs x batches x updates
     assert grads.updates == total_updates
     logged = [m for _, m in rec.rows]
-    assert len(logged) == 4  # one row per training step
-    # The logged norms are those of the gradients opt.step() applied; updates 0, 2, 4, 6, 8, 10 are sampled
-    # and the last sampled one of each training step (3 updates each) is written: 2, 4, 8, 10.
+    # The logged norms are those of the gradients opt.step() applied; updates 0, 2, 4, 6, 8, 10 are sampled,
+    # each written once at the logging step of its training batch (3 updates per batch).
+    assert [s for s, _ in rec.rows] == [0, 0, 1, 2, 2, 3]
     assert [m["grad/global_norm"] for m in logged] == pytest.approx(
-        [model.grad_norms[i] for i in (2, 4, 8, 10)], rel=1e-5)
+        [model.grad_norms[i] for i in (0, 2, 4, 6, 8, 10)], rel=1e-5)
     last = logged[-1]
     per_layer = [last[f"grad/{n}/norm"] for n, _ in model.named_parameters()]
     assert math.sqrt(sum(v * v for v in per_layer)) == pytest.approx(last["grad/global_norm"], rel=1e-5)

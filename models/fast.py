@@ -27,11 +27,12 @@ class Fast(Policy):
         actor_hidden: width of the actor's hidden layer.
         action_embedding_dim: size of each action's embedding in the bilinear actor head.
 
-    Batches of at least `SPARSE_MIN_ROWS` observations (the training minibatches) compute the first
-    convolution straight from the tokens (`_sparse_cnn`: an embedding-bag over a per-location copy of the
-    kernel) instead of scattering a mostly empty box and convolving it: the same function of the same
-    parameters, equal up to float rounding, about 2x faster forward + backward on a CPU. Small batches
-    (acting) use the box and `self.cnn`, which is faster there.
+    The first convolution is computed straight from the tokens (`_sparse_cnn`: an embedding-bag over a
+    per-location copy of the kernel) instead of scattering a mostly empty box and convolving it: the same
+    function of the same parameters, equal up to float rounding. On a CPU that is about 2x faster
+    forward + backward for training minibatches and 2.4x faster when acting (no grad: the kernel copy is
+    cached until the weights change). Batches with grad below `SPARSE_MIN_ROWS` rows use the box and
+    `self.cnn` (rebuilding the kernel copy does not pay off there).
     """
 
     SPARSE_MIN_ROWS = 1024
@@ -85,6 +86,27 @@ class Fast(Policy):
         inside = (dy >= 0) & (dy < kh) & (dx >= 0) & (dx < kw)
         self.register_buffer("_kernel_map", torch.where(inside, dy * kw + dx, kh * kw).view(-1), persistent=False)
 
+    def _conv_table(self) -> Tensor:
+        """`[features * H * W, oh * ow * C]`: row (feature, row, col) holds that cell's weight in every output
+        cell of the first convolution (zero where the kernel does not reach it)."""
+        conv1 = self.cnn[0]
+        (kh, kw), (oh, ow), c = conv1.kernel_size, self._conv1_out, conv1.out_channels
+        f = self.box.num_features
+        kernel = conv1.weight.permute(1, 2, 3, 0).reshape(f, kh * kw, c)
+        kernel = torch.cat([kernel, kernel.new_zeros(f, 1, c)], dim=1)
+        return kernel[:, self._kernel_map].reshape(f * self.box.height * self.box.width, oh * ow * c)
+
+    def _cached_conv_table(self) -> Tensor:
+        """`_conv_table()` without autograd, rebuilt only when `cnn.0.weight` changed (acting calls this
+        every step with the same weights; any in-place update, load or move changes the key)."""
+        weight = self.cnn[0].weight
+        key = (weight._version, weight.data_ptr(), weight.device, weight.dtype)
+        if getattr(self, "_table_key", None) != key:
+            with torch.no_grad():
+                self._table = self._conv_table()
+            self._table_key = key
+        return self._table
+
     def _sparse_cnn(self, tokens: Tensor) -> Tensor:
         """`self.cnn(self.box(tokens))` for tokens `[B, num_tokens, 3]`, without building the box.
 
@@ -105,9 +127,7 @@ class Fast(Policy):
         valid = (loc != 255) & (feat < f) & (row < h) & (col < w)
         index = torch.where(valid, (feat * h + row) * w + col, 0)
         values = tokens[..., 2].to(torch.float32) * self.box.inv_norm[torch.where(valid, feat, f)]
-        kernel = conv1.weight.permute(1, 2, 3, 0).reshape(f, kh * kw, c)
-        kernel = torch.cat([kernel, kernel.new_zeros(f, 1, c)], dim=1)
-        table = kernel[:, self._kernel_map].reshape(f * h * w, oh * ow * c)
+        table = self._conv_table() if torch.is_grad_enabled() else self._cached_conv_table()
         x = F.embedding_bag(index, table, mode="sum", per_sample_weights=values)  # [B, oh * ow * C], (py, px, c)
         x = torch.relu(x.view(-1, oh, ow, c) + conv1.bias)
         if conv2.kernel_size == (oh, ow) and conv2.padding in ((0, 0), "valid") and conv2.groups == 1:
@@ -125,7 +145,7 @@ class Fast(Policy):
                          ) -> tuple[Tensor, Tensor, Tensor]:
         b, t = obs.shape[:2]
         tokens = obs.reshape(b * t, *obs.shape[2:])
-        if self._sparse_ok and b * t >= self.SPARSE_MIN_ROWS:
+        if self._sparse_ok and (b * t >= self.SPARSE_MIN_ROWS or not torch.is_grad_enabled()):
             x = self._sparse_cnn(tokens)
         else:
             x = self.cnn(self.box(tokens))

@@ -113,22 +113,22 @@ class Fast(Policy):
         The first convolution is linear in the box, so its output is a sum over the valid tokens of
         value / norm times the kernel slice that links the token's cell to every output cell: one
         `embedding_bag` per observation over a table `[features * H * W, oh * ow * C]` gathered from the
-        kernel (rebuilt every call, so gradients flow to `cnn.0.weight`). Tokens past the last valid one
-        of the batch are trimmed (the engine packs valid tokens first; invalid ones get weight 0
-        anyway). Like the box, each (location, feature) is assumed to appear at most once per
+        kernel (rebuilt every call with grad, so gradients flow to `cnn.0.weight`), over the valid tokens
+        only. Like the box, each (location, feature) is assumed to appear at most once per
         observation (the engine writes one token per feature and cell)."""
         conv1, conv2 = self.cnn[0], self.cnn[2]
         f, h, w = self.box.num_features, self.box.height, self.box.width
         (kh, kw), (oh, ow), c = conv1.kernel_size, self._conv1_out, conv1.out_channels
-        n = int((tokens[..., 0] != 255).sum(-1).max())
-        tokens = tokens[:, :max(n, 1)]
         loc, feat = tokens[..., 0].to(torch.int64), tokens[..., 1].to(torch.int64)
         row, col = loc >> 4, loc & 15
         valid = (loc != 255) & (feat < f) & (row < h) & (col < w)
-        index = torch.where(valid, (feat * h + row) * w + col, 0)
-        values = tokens[..., 2].to(torch.float32) * self.box.inv_norm[torch.where(valid, feat, f)]
+        # One bag per observation holding only its valid tokens (bags in order, so no sort is needed).
+        index = ((feat * h + row) * w + col)[valid]
+        values = (tokens[..., 2].to(torch.float32) * self.box.inv_norm[feat.clamp(max=f)])[valid]
+        counts = valid.sum(1)
         table = self._conv_table() if torch.is_grad_enabled() else self._cached_conv_table()
-        x = F.embedding_bag(index, table, mode="sum", per_sample_weights=values)  # [B, oh * ow * C], (py, px, c)
+        x = F.embedding_bag(index, table, counts.cumsum(0) - counts, mode="sum",
+                            per_sample_weights=values)  # [B, oh * ow * C], ordered (py, px, c)
         x = torch.relu(x.view(-1, oh, ow, c) + conv1.bias)
         if conv2.kernel_size == (oh, ow) and conv2.padding in ((0, 0), "valid") and conv2.groups == 1:
             # The second convolution covers the whole map: a linear layer over (py, px, c).

@@ -22,3 +22,25 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr.strip().splitlines()[-1]
     assert "Traceback" not in proc.stderr
+
+
+def test_run_name_and_refusal_to_overwrite(tmp_path, monkeypatch):
+    import yaml
+
+    from metta_lightning.cli import main
+
+    monkeypatch.setenv("METTA_DATA_DIR", str(tmp_path / "data"))
+    cfg = tmp_path / "ckpt.yaml"
+    cfg.write_text(yaml.safe_dump({"trainer": {"callbacks": [{"class_path": "callbacks.PolicyCheckpoint"}]}}))
+    args = ["fit", "--config", str(ROOT / "configs" / "smoke.yaml"), "--config", str(cfg),
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "logs")]
+    main([*args, "--run", "first"])
+    assert sorted(p.name for p in (tmp_path / "data" / "first" / "checkpoints").iterdir()) == [
+        "first:v1.ckpt", "first:v1.mpt"]
+    with pytest.raises(SystemExit, match=r"run 'first' already has checkpoints .* \(newest: first:v1.ckpt\)\. "
+                                         r"Resume it with `--ckpt_path last`"):
+        main([*args, "--run", "first"])
+    with pytest.raises(Exception, match="run name"):
+        main([*args, "--run", "bad/name"])
+    main([*args, "--run", "first", "--trainer.max_epochs", "2", "--ckpt_path", "last"])
+    assert (tmp_path / "data" / "first" / "checkpoints" / "first:v2.mpt").exists()

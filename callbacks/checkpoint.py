@@ -116,6 +116,8 @@ class PolicyCheckpoint(Callback):
         self._rng_at_save: Optional[dict] = None  # this rank's RNG states at the last save (or from the state)
         self._rng_by_rank: Optional[list] = None  # every rank's, as written into the state by rank zero
         self._rewind_rng = False
+        self._resumed = False     # loaded from a state (fit --ckpt_path)
+        self._cut_short = False   # saving an epoch that max_steps / max_time ended early
 
     @property
     def state_key(self) -> str:
@@ -169,7 +171,7 @@ class PolicyCheckpoint(Callback):
         self._resumed = True
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if getattr(self, "_resumed", False) and self._rng_by_rank is not None:
+        if self._resumed and self._rng_by_rank is not None:
             # Rank r rewinds to the states rank r saved; a rank the state does not know (resumed on more
             # ranks) keeps the fresh per-rank stream the data module seeded.
             rank = trainer.global_rank
@@ -178,7 +180,7 @@ class PolicyCheckpoint(Callback):
         # A resumed run restarts its games from the seed of the epoch it resumes at (the straight run did
         # the same at that checkpoint when exact_resume is on); never the games of epoch 0 again.
         dm = trainer.datamodule
-        if getattr(self, "_resumed", False) and self.last_saved_epoch and dm is not None \
+        if self._resumed and self.last_saved_epoch and dm is not None \
                 and hasattr(dm, "restart_envs"):
             dm.restart_envs(self.last_saved_epoch)
 
@@ -203,7 +205,7 @@ class PolicyCheckpoint(Callback):
                 self._cut_short = False
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        if getattr(self, "_cut_short", False):
+        if self._cut_short:
             # Lightning counts a cut-short epoch as processed at epoch end, so a resume would skip the rest
             # of it. Record it as still running (as a mid-epoch save would): the resumed run finishes it.
             progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]

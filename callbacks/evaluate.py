@@ -152,12 +152,7 @@ class EvaluateCallback(Callback):
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-            from callbacks.upload import UploadCallback
-
-            for cb in trainer.callbacks:  # its files may be newer than an upload callback's last scan
-                if isinstance(cb, UploadCallback) and cb.enabled:
-                    cb.scan()
-        self._log_finished(trainer)
+        self._log_finished(trainer)  # publishing also hands the new database and replays to upload callbacks
 
     def _evaluate_in_thread(self, policy, epoch: int) -> None:
         try:

@@ -94,19 +94,24 @@ def check_render_mode(render_mode: object, who: str) -> str | None:
     return render_mode
 
 
-def agent_episode_info(stats: dict, agent: int) -> dict:
-    """One agent's view of a finished episode (one entry of `MettaGrid.episode_stats()`): plain floats,
-    `{"episode": k, "steps": T, "reward": return, "agent": {stat: value}, "game": {stat: value}}`."""
-    return {"episode": int(stats["episode"]), "steps": int(stats["steps"]),
-            "reward": float(stats["reward"][agent]),
-            "agent": {k: float(v[agent]) for k, v in stats["agent"].items()},
-            "game": {k: float(v) for k, v in stats["game"].items()}}
+def agent_episode_infos(stats: dict) -> list[dict]:
+    """Each agent's view of a finished episode (one entry of `MettaGrid.episode_stats()`), in agent order:
+    `{"episode": k, "steps": T, "reward": return, "agent": {stat: value}, "game": {stat: value}}`, plain
+    Python numbers."""
+    names = list(stats["agent"])
+    per_agent = np.array([stats["agent"][k] for k in names], dtype=np.float64).T.tolist()  # [agents][stats]
+    game = {k: float(v) for k, v in stats["game"].items()}
+    episode, steps = int(stats["episode"]), int(stats["steps"])
+    return [{"episode": episode, "steps": steps, "reward": r, "agent": dict(zip(names, values)), "game": dict(game)}
+            for r, values in zip(np.asarray(stats["reward"], dtype=np.float64).tolist(), per_agent)]
 
 
 def mean_episode_info(stats: dict) -> dict:
     """A finished episode as one PufferLib info entry: scalars averaged over the game's agents,
     `{"episode_return", "episode_length", "agent": {stat: mean}, "game": {stat}}` (PufferLib flattens the
     nested dicts to `agent/<stat>` and averages each key over the entries it receives)."""
+    names = list(stats["agent"])
+    means = np.array([stats["agent"][k] for k in names], dtype=np.float64).mean(axis=1).tolist()
     return {"episode_return": float(np.mean(stats["reward"])), "episode_length": int(stats["steps"]),
-            "agent": {k: float(np.mean(v)) for k, v in stats["agent"].items()},
+            "agent": dict(zip(names, means)),
             "game": {k: float(v) for k, v in stats["game"].items()}}

@@ -10,7 +10,7 @@ from gymnasium import spaces
 
 from ..config import GameConfig
 from ..mettagrid import MettaGrid
-from .common import agent_episode_info, check_config, check_render_mode, check_seed, render_rgb
+from .common import agent_episode_infos, check_config, check_render_mode, check_seed, render_rgb
 
 __all__ = ["MettaGridGymEnv", "InvalidActionError", "GYM_ID"]
 
@@ -82,7 +82,7 @@ class MettaGridGymEnv(gymnasium.Env):
         if terminated or truncated:
             self._needs_reset = True
             for stats in self.engine.episode_stats():
-                info["episode_stats"] = agent_episode_info(stats, 0)
+                info["episode_stats"] = agent_episode_infos(stats)[0]
         return obs[0].copy(), float(rewards[0]), terminated, truncated, info
 
     def _check_action(self, action) -> int:

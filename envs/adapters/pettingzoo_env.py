@@ -10,7 +10,7 @@ from pettingzoo import ParallelEnv
 
 from ..config import GameConfig
 from ..mettagrid import MettaGrid
-from .common import agent_episode_info, check_config, check_render_mode, check_seed, render_rgb
+from .common import agent_episode_infos, check_config, check_render_mode, check_seed, render_rgb
 
 __all__ = ["MettaGridPettingZooEnv"]
 
@@ -96,8 +96,8 @@ class MettaGridPettingZooEnv(ParallelEnv):
         infos: dict[str, dict] = {a: {} for a in agents}
         if terminals.any() or truncations.any():  # the game ended: every agent's episode with it
             for stats in self.engine.episode_stats():
-                for i, a in enumerate(agents):
-                    infos[a]["episode_stats"] = agent_episode_info(stats, i)
+                for a, info in zip(agents, agent_episode_infos(stats)):
+                    infos[a]["episode_stats"] = info
             self.agents = []
         return obs_d, rew_d, term_d, trunc_d, infos
 

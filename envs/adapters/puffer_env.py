@@ -92,16 +92,15 @@ class MettaGridPufferEnv(pufferlib.PufferEnv):
                                           f"(one per agent row), got {acts.shape}")
         if acts.dtype.kind not in "iu":
             raise pufferlib.APIUsageError(f"MettaGridPufferEnv: actions must be integers, got dtype {acts.dtype}")
-        if acts.max() >= self.num_actions or acts.min() < 0:
+        # One reduction: negative ids become huge as unsigned integers.
+        if acts.view(np.uint64 if acts.itemsize == 8 else np.uint32 if acts.itemsize == 4 else acts.dtype).max() \
+                >= self.num_actions or (acts.itemsize < 4 and acts.min() < 0):
             rows = np.flatnonzero((acts < 0) | (acts >= self.num_actions))
             raise pufferlib.APIUsageError(
                 f"MettaGridPufferEnv: action {acts[rows[0]]} at row {rows[0]} is outside "
                 f"Discrete({self.num_actions}) (valid ids 0..{self.num_actions - 1}; {rows.size} bad rows)")
         self.engine.step(acts)
-        infos = []
-        if self.terminals.any() or self.truncations.any():
-            for stats in self.engine.episode_stats():
-                infos.append(mean_episode_info(stats))
+        infos = [mean_episode_info(stats) for stats in self.engine.episode_stats()]  # usually none
         return self.observations, self.rewards, self.terminals, self.truncations, infos
 
     def render(self, game: int = 0):

@@ -45,6 +45,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 from typing import Any, Optional
 
 import lightning.pytorch as pl
@@ -58,6 +59,7 @@ from metta_lightning import checkpoint as ck
 log = logging.getLogger(__name__)
 
 STATE_SUFFIX = ".ckpt"
+_TEMPORARY_RE = re.compile(r"^\.(?P<name>.+)\.(?P<ext>mpt|ckpt)\.tmp-[0-9A-Za-z]+$")
 
 
 def rng_state() -> dict[str, Any]:
@@ -142,6 +144,7 @@ class PolicyCheckpoint(Callback):
         self.resolve_paths(trainer)
         if trainer.is_global_zero:
             os.makedirs(self.dirpath, exist_ok=True)
+            self._remove_stale_temporaries()
         from callbacks.upload import UploadCallback
 
         for cb in trainer.callbacks:
@@ -177,6 +180,18 @@ class PolicyCheckpoint(Callback):
             rank = trainer.global_rank
             self._rng_at_save = self._rng_by_rank[rank] if rank < len(self._rng_by_rank) else None
             self._rewind_rng = self._rng_at_save is not None
+        # A state of this folder without its artifact (a kill between the two writes, before they were written
+        # artifact first) gets it now: the weights just loaded are the state's. States from elsewhere (a
+        # bucket) have theirs where they came from.
+        resumed_here = trainer.ckpt_path and os.path.dirname(os.path.abspath(trainer.ckpt_path)) == self.dirpath
+        if self._resumed and resumed_here and self.last_saved_epoch and trainer.is_global_zero and not os.path.exists(
+                os.path.join(self.dirpath, ck.artifact_name(self.run, self.last_saved_epoch))):
+            path = self._write_artifact(trainer, pl_module, self.last_saved_epoch)
+            if path:
+                log.info("checkpoint: wrote the missing artifact %s of the state resumed from", path)
+                from callbacks.upload import announce
+
+                announce(trainer, path)
         # A resumed run restarts its games from the seed of the epoch it resumes at (the straight run did
         # the same at that checkpoint when exact_resume is on); never the games of epoch 0 again.
         dm = trainer.datamodule
@@ -220,7 +235,6 @@ class PolicyCheckpoint(Callback):
     # -- writing -------------------------------------------------------------------------------------
     def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
         """Write the artifact and the state for `epoch` (atomically), then announce them for upload."""
-        name_mpt = ck.artifact_name(self.run, epoch)
         name_state = ck.artifact_name(self.run, epoch, STATE_SUFFIX)
         self.last_saved_epoch = epoch
         self._rng_at_save = rng_state()
@@ -231,21 +245,18 @@ class PolicyCheckpoint(Callback):
         dm = trainer.datamodule
         if self.exact_resume and dm is not None and hasattr(dm, "restart_envs"):
             dm.restart_envs(epoch)  # before the state is dumped: the data module's state names this epoch
-        # Full state: every rank takes part (the strategy writes on rank 0), then rank 0 renames.
+        # The artifact first: a kill between the two writes then leaves an artifact without its state, which
+        # the resumed run (from the state before) writes again, never a state without its artifact.
+        final_mpt = self._write_artifact(trainer, pl_module, epoch) if trainer.is_global_zero else None
+        # Full state: every rank takes part (the strategy writes on rank 0), then rank 0 seals and renames.
         tmp = os.path.join(self.dirpath, f".{name_state}.tmp-{os.getpid()}")
         trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
+            ck.seal_file(tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             final_state = os.path.join(self.dirpath, name_state)
             os.replace(tmp, final_state)
-            policy = getattr(pl_module, "policy", pl_module)
-            env_info = getattr(pl_module, "env_info", None)
-            final_mpt = None
-            if env_info is not None and hasattr(policy, "init_args"):
-                final_mpt = ck.save_policy(policy, env_info, os.path.join(self.dirpath, name_mpt),
-                                           agent_steps=int(getattr(pl_module, "agent_steps", 0)),
-                                           global_step=int(trainer.global_step))
             self.saved.append(final_state)
             log.info("checkpoint: epoch %d -> %s%s", epoch, final_state, f", {final_mpt}" if final_mpt else "")
             from callbacks.upload import announce
@@ -257,6 +268,27 @@ class PolicyCheckpoint(Callback):
         trainer.strategy.barrier("PolicyCheckpoint.save")
         if self.exact_resume:
             self._rewind_rng = True
+
+    def _write_artifact(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> Optional[str]:
+        """Write `<run>:v<epoch>.mpt` from the module's policy (atomically); returns its path."""
+        policy = getattr(pl_module, "policy", pl_module)
+        env_info = getattr(pl_module, "env_info", None)
+        if env_info is None or not hasattr(policy, "init_args"):
+            return None
+        return ck.save_policy(policy, env_info, os.path.join(self.dirpath, ck.artifact_name(self.run, epoch)),
+                              agent_steps=int(getattr(pl_module, "agent_steps", 0)),
+                              global_step=int(trainer.global_step))
+
+    def _remove_stale_temporaries(self) -> None:
+        """Delete the temporary files of writes that a kill interrupted (`.<run>:v<N>.<ext>.tmp-*`)."""
+        for name in os.listdir(self.dirpath):
+            m = _TEMPORARY_RE.match(name)
+            if m and ck.parse_artifact_name(f"{m['name']}.{m['ext']}", "." + m["ext"]):
+                try:
+                    os.unlink(os.path.join(self.dirpath, name))
+                    log.info("checkpoint: removed %s, left by an interrupted write", name)
+                except FileNotFoundError:
+                    pass
 
     def _prune(self) -> None:
         if self.keep_states <= 0:

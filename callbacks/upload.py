@@ -88,6 +88,7 @@ class UploadCallback(Callback):
         self._fs = None
         self._root = None
         self._sleep: Callable[[float], None] = time.sleep
+        self._end_deadline: Optional[float] = None  # see _end_wait
 
     # ------------------------------------------------------------------------------------------- API
 
@@ -258,19 +259,28 @@ class UploadCallback(Callback):
         if self.enabled:
             self.scan()
 
+    # The end of a run waits for the bucket once, at most flush_timeout_s from the first of these hooks
+    # (at most 60 s after an exception): a dead bucket must not make fit end, then teardown, wait again.
+    def _end_wait(self, limit: float) -> float:
+        """Seconds left of the end-of-run wait, which starts (with `limit`) at the first call."""
+        if self._end_deadline is None:
+            self._end_deadline = time.monotonic() + limit
+        return max(0.0, self._end_deadline - time.monotonic())
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.enabled:
             self.scan()
-            self.flush()
+            self.flush(self._end_wait(self.flush_timeout_s))
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if self.enabled:
             self.scan()
-            self.flush(min(self.flush_timeout_s, 60.0))
+            self.flush(self._end_wait(min(self.flush_timeout_s, 60.0)))
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.enabled:
-            self.close(timeout=0 if not self._pending else min(self.flush_timeout_s, 60.0))
+            self.close(timeout=self._end_wait(min(self.flush_timeout_s, 60.0)) if self._pending else 0)
+            self._end_deadline = None
 
 
 def announce(trainer: pl.Trainer, path: str, key: Optional[str] = None) -> bool:

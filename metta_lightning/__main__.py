@@ -20,13 +20,14 @@ def _during_training(exc: BaseException) -> bool:
 def run() -> None:
     # Bad input found before training (a size that does not divide, a value out of range, a checkpoint
     # that does not load) is the user's to fix: one line naming it, not a traceback. METTA_DEBUG=1 shows it.
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from pydantic import ValidationError
 
     from .checkpoint import CheckpointError
 
     try:
         main()
-    except (ValueError, CheckpointError, ValidationError, FileNotFoundError) as e:
+    except (ValueError, CheckpointError, ValidationError, FileNotFoundError, MisconfigurationException) as e:
         if os.environ.get("METTA_DEBUG") or _during_training(e):
             raise
         print(f"error: {e}", file=sys.stderr)

@@ -38,6 +38,7 @@ URIs accepted by `resolve_uri` / `load_policy`:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import io
@@ -231,40 +232,99 @@ def latest_artifact(dir_uri: str, run: str | None = None, suffix: str = ARTIFACT
     """
     uri = uri or dir_uri
     for epoch, _, res in reversed(list_artifacts(dir_uri, run=run, suffix=suffix, uri=uri)):
-        if not validate or _is_complete(res):
+        if not validate or _is_complete(res, suffix):
             return res
         log.warning("%s: skipping incomplete or corrupted checkpoint %s", uri, res.url)
     which = f" of run {run!r}" if run else ""
     raise CheckpointError(f"{uri}: no complete checkpoint{which} (*{suffix}) in {dir_uri!r}")
 
 
-def _is_complete(res: Resolved) -> bool:
-    """A readable zip (torch.save files are zips too); local files also pass every member's CRC, so a
-    bit-flipped newest checkpoint is skipped too (remote files are checked once downloaded)."""
+# A sealed archive ends in the zip comment `metta-sha256:<hex>`, the SHA-256 of every byte before the hex
+# digest's prefix. Zip CRCs cover member data only: some damage to the central directory passes them and
+# only breaks (or, worse, randomly breaks) a later load. Archives without a seal are checked by loading.
+SEAL_PREFIX = b"metta-sha256:"
+SEAL_LEN = len(SEAL_PREFIX) + 64
+
+
+def seal(data: bytes) -> bytes:
+    """`data` (a zip archive) with its SHA-256 seal as the zip comment."""
+    buf = io.BytesIO(data)
+    with zipfile.ZipFile(buf, "a") as z:
+        z.comment = SEAL_PREFIX + b"0" * 64
+    body = buf.getvalue()[: -SEAL_LEN]
+    return body + SEAL_PREFIX + hashlib.sha256(body).hexdigest().encode()
+
+
+def seal_file(path: str) -> None:
+    """Seal the zip archive at the local `path` in place (see `seal`)."""
+    with open(path, "rb") as f:
+        data = seal(f.read())
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def seal_status(data: bytes) -> bool | None:
+    """True: sealed and intact; False: sealed and damaged; None: no seal (an older or foreign archive)."""
+    if len(data) < SEAL_LEN or data[-SEAL_LEN:-64] != SEAL_PREFIX:
+        return None
+    return hashlib.sha256(data[:-SEAL_LEN]).hexdigest().encode() == data[-64:]
+
+
+def _is_complete(res: Resolved, suffix: str = ARTIFACT_SUFFIX) -> bool:
+    """Whether a candidate can be used. Local files are checked the way they will be used: a policy artifact
+    is read whole (spec and weights), a training state is CRC-checked and loaded with `torch.load`, since
+    some damage to a zip's central directory passes every CRC and only breaks the load. Remote files only
+    need a readable zip directory here (they are checked whole once downloaded)."""
     try:
+        if is_local(res.fs):
+            if suffix == ARTIFACT_SUFFIX:
+                read_artifact(res.path)
+            else:
+                check_training_state(res.path)
+            return True
         with res.fs.open(res.path, "rb") as f, zipfile.ZipFile(f) as z:
-            if is_local(res.fs):
-                return z.testzip() is None
             z.infolist()
         return True
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - any failure means "not usable"
         return False
 
 
 def check_training_state(path: str, uri: str | None = None) -> str:
-    """Raise `CheckpointError` naming `uri` unless the local file `path` is an intact `torch.save` archive
-    (what `trainer.save_checkpoint` writes); returns `path`."""
+    """Raise `CheckpointError` naming `uri` unless the local file `path` is an intact training state (what
+    `trainer.save_checkpoint` writes: a `torch.save` zip that loads with `weights_only=True`); returns `path`."""
     uri = uri or path
+    if path.endswith(ARTIFACT_SUFFIX):
+        raise CheckpointError(f"{uri}: is a policy artifact ({ARTIFACT_SUFFIX}); resuming needs the training "
+                              f"state beside it ({path[: -len(ARTIFACT_SUFFIX)]}.ckpt) or `--ckpt_path last`")
+    with open(path, "rb") as f:
+        sealed = seal_status(f.read())
+    if sealed is False:
+        raise CheckpointError(f"{uri}: training state is corrupted (its SHA-256 does not match the one written with it)")
     try:
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()
             names = z.namelist()
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
-        raise CheckpointError(f"{uri}: training state is truncated or corrupted ({e})") from None
+    except zipfile.BadZipFile:
+        raise CheckpointError(f"{uri}: training state is truncated or corrupted, or not a training state at all "
+                              "(not a zip archive); expected a <run>:v<N>.ckpt written by fit") from None
+    except Exception as e:  # noqa: BLE001 - EOFError, OSError, NotImplementedError (bad compression flag), ...
+        raise CheckpointError(f"{uri}: training state is truncated or corrupted ({type(e).__name__}: {e})") from None
     if bad is not None:
         raise CheckpointError(f"{uri}: training state is corrupted (CRC mismatch in {bad})")
     if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
-        raise CheckpointError(f"{uri}: not a training state (a zip without torch's data.pkl)")
+        raise CheckpointError(f"{uri}: not a training state (a zip without torch's data.pkl); expected a "
+                              "<run>:v<N>.ckpt written by fit")
+    if sealed:
+        return path  # bit-exact as written: loading it again here would only cost time
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch's reader fails in many ways on a damaged archive
+        first_line = (str(e).splitlines() or [""])[0]
+        raise CheckpointError(f"{uri}: training state is corrupted and does not load "
+                              f"({type(e).__name__}: {first_line})") from None
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise CheckpointError(f"{uri}: not a training state (no 'state_dict' in it); expected a <run>:v<N>.ckpt "
+                              "written by fit")
     return path
 
 
@@ -355,7 +415,7 @@ def artifact_bytes(policy: torch.nn.Module, env_info: EnvInfo, **extra: Any) -> 
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
         z.writestr(SPEC_NAME, json.dumps(spec, indent=1, sort_keys=True))
         z.writestr(WEIGHTS_NAME, st_save(tensors, metadata={"format": FORMAT}))
-    return buf.getvalue()
+    return seal(buf.getvalue())
 
 
 def save_policy(policy: torch.nn.Module, env_info: EnvInfo, uri: str, **extra: Any) -> str:
@@ -386,9 +446,11 @@ def read_artifact(uri: str) -> PolicyArtifact:
     """Read and check an artifact (spec + weights) without building the policy."""
     res = resolve_uri(uri)
     data = read_bytes(res)
+    if seal_status(data) is False:
+        raise CheckpointError(f"{uri}: artifact is corrupted (its SHA-256 does not match the one written with it)")
     try:
         z = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
+    except Exception:  # noqa: BLE001 - BadZipFile, or worse on a damaged directory
         raise CheckpointError(f"{uri}: not a valid zip archive ({len(data)} bytes) - the artifact is truncated "
                               "or corrupted") from None
     with z:
@@ -399,10 +461,10 @@ def read_artifact(uri: str) -> PolicyArtifact:
         try:
             spec = json.loads(z.read(SPEC_NAME))
             weights = z.read(WEIGHTS_NAME)
-        except (zipfile.BadZipFile, zlib_error(), OSError) as e:
-            raise CheckpointError(f"{uri}: artifact is corrupted ({e})") from None
         except json.JSONDecodeError as e:
             raise CheckpointError(f"{uri}: {SPEC_NAME} is not valid JSON ({e})") from None
+        except Exception as e:  # noqa: BLE001 - BadZipFile, zlib.error, NotImplementedError (bad compression flag), ...
+            raise CheckpointError(f"{uri}: artifact is corrupted ({type(e).__name__}: {e})") from None
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise CheckpointError(f"{uri}: zip is not a metta_lightning policy artifact (format marker "
                               f"{spec.get('format') if isinstance(spec, dict) else None!r}, expected {FORMAT!r})")
@@ -417,12 +479,6 @@ def read_artifact(uri: str) -> PolicyArtifact:
     except (SafetensorError, Exception) as e:  # noqa: BLE001
         raise CheckpointError(f"{uri}: {WEIGHTS_NAME} is corrupted ({e})") from None
     return PolicyArtifact(spec, state_dict, res.url)
-
-
-def zlib_error():
-    import zlib
-
-    return zlib.error
 
 
 def _import(class_path: str, uri: str):

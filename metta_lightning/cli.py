@@ -14,14 +14,16 @@ Trainer methods) or by overriding it in a subclass; see `LightningCLI` docs.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import re
 import sys
 import warnings
 from typing import Any, Optional
 
 from lightning.pytorch.callbacks import Callback, ProgressBar
-from jsonargparse import lazy_instance
+from jsonargparse import DefaultHelpFormatter, lazy_instance
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.trainer import Trainer
 
@@ -39,8 +41,60 @@ from .module import PPOModule
 __all__ = ["MettaCLI", "main"]
 
 
+TOP_LEVEL_EPILOG = """commands beside fit (not Lightning runs; each has its own --help):
+  evaluate  POLICY_URI... [--suite arena] [--db eval.duckdb]
+                  play policies on a simulation suite, append episodes to a DuckDB
+                  database, print the table and write the scorecard
+  analyze   DB... [--metric heart.gained] [--out DIR]
+                  scorecards (policy x simulation) from evaluation databases
+  replay    REPLAY | FOLDER | URL [--port 8000] [--no-browser]
+                  open a replay in the browser viewer
+  curves    RUN_DIR [-o curve.png] [-m env_agent/heart.gained]
+                  plot learning curves from a W&B offline run or a CSV log
+
+examples:
+  python -m metta_lightning fit --config configs/arena.yaml
+  python -m metta_lightning fit --config configs/arena.yaml --ckpt_path last
+  python -m metta_lightning evaluate train_dir/arena/checkpoints/:latest --suite arena
+"""
+
+
+class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """jsonargparse's formatter, but the epilog keeps its line breaks."""
+
+
 class MettaCLI(LightningCLI):
     """LightningCLI with the env -> model links and PPO size checks."""
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        kwargs.setdefault("description", "metta_lightning: train, evaluate and inspect MettaGrid agents.")
+        kwargs.setdefault("epilog", TOP_LEVEL_EPILOG)
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        kwargs.setdefault("prog", "python -m metta_lightning")
+        return super().init_parser(**kwargs)
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning loads a local --ckpt_path file here, before `before_fit` resolves it: a damaged or foreign
+        # file must fail with our one-line error instead of torch's traceback.
+        from metta_lightning.checkpoint import CheckpointError, check_training_state
+
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+        if ckpt_path and os.path.isfile(ckpt_path):
+            check_training_state(ckpt_path)
+        try:
+            super()._parse_ckpt_path()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"{ckpt_path}: cannot read the hyperparameters of this training state "
+                                  f"({type(e).__name__}: {e})") from None
+
+    def before_instantiate_classes(self) -> None:
+        # Lightning checks max_time only when it builds its Timer, with a traceback; say it here, in one line.
+        max_time = self.config.get(self.subcommand, {}).get("trainer", {}).get("max_time") if self.subcommand else None
+        if isinstance(max_time, str) and not re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", max_time.strip()):
+            raise ValueError(f"trainer.max_time: expected DD:HH:MM:SS (e.g. 00:00:30:00 for 30 minutes), "
+                             f"got {max_time!r}")
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:

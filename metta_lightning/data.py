@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from pydantic import ValidationError
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch.utils.data import DataLoader, IterableDataset
@@ -53,18 +54,30 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def resolve_game(game: str | GameConfig | dict, overrides: dict | None = None) -> GameConfig:
+def resolve_game(game: str | GameConfig | dict, overrides: dict | None = None, where: str = "data.game") -> GameConfig:
     """A GameConfig (or its dict), or the name of a preset in `envs.presets.PRESETS`; then `overrides`
-    (GameConfig fields, merged recursively) are applied and the result validated."""
+    (GameConfig fields, merged recursively) are applied and the result validated. A bad field raises a
+    ValueError naming its path under `where` (e.g. `data.game.map_builder.lines: ...`)."""
     if isinstance(game, str):
         if game not in presets.PRESETS:
-            raise ValueError(f"unknown game preset {game!r} (presets: {', '.join(presets.PRESETS)})")
+            raise ValueError(f"{where}: unknown game preset {game!r} (presets: {', '.join(presets.PRESETS)})")
         game = presets.PRESETS[game]()
     elif isinstance(game, dict):
-        game = GameConfig.model_validate(game)
+        game = _validate_game(game, where)
+    elif not isinstance(game, GameConfig):
+        raise ValueError(f"{where}: expected a preset name or a game config, got {type(game).__name__}")
     if overrides:
-        game = GameConfig.model_validate(_merge(game.model_dump(), overrides))
+        game = _validate_game(_merge(game.model_dump(), overrides), where)
     return game
+
+
+def _validate_game(fields: dict, where: str) -> GameConfig:
+    try:
+        return GameConfig.model_validate(fields)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join([where, *(str(p) for p in err['loc'])])}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors())
+        raise ValueError(problems) from None
 
 
 class RolloutActor(TensorDictModuleBase):
@@ -143,7 +156,9 @@ class RolloutDataModule(L.LightningDataModule):
     """Rollouts from MettaGrid games for PPO.
 
     Args:
-        game: a game preset name (see `envs.presets.PRESETS`) or a full GameConfig.
+        game: a game preset name (see `envs.presets.PRESETS`), or a whole game given as GameConfig fields (in
+            YAML: a mapping, e.g. `{max_steps: 100, map_builder: {kind: ascii, lines: [...]}}`; see
+            `configs/custom_game.yaml`), or a GameConfig object (Python).
         game_overrides: GameConfig fields merged (recursively) over `game`, e.g. {max_steps: 100}.
         num_envs: games stepped together (rows = num_envs x agents per game); per rank or in total over
             all ranks, see batch_semantics.
@@ -158,7 +173,7 @@ class RolloutDataModule(L.LightningDataModule):
             minibatches of minibatch_size / W (both must divide), so a config learns alike on any W.
     """
 
-    def __init__(self, game: str | GameConfig = "arena_basic_easy_shaped", game_overrides: dict | None = None,
+    def __init__(self, game: str | dict[str, Any] | GameConfig = "arena_basic_easy_shaped", game_overrides: dict | None = None,
                  num_envs: int = 4, horizon: int = 64,
                  rollouts_per_epoch: int = 10, seed: int = 0, env_device: str | None = None,
                  batch_semantics: BatchSemantics = "per_rank") -> None:

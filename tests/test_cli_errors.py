@@ -44,3 +44,47 @@ def test_run_name_and_refusal_to_overwrite(tmp_path, monkeypatch):
         main([*args, "--run", "bad/name"])
     main([*args, "--run", "first", "--trainer.max_epochs", "2", "--ckpt_path", "last"])
     assert (tmp_path / "data" / "first" / "checkpoints" / "first:v2.mpt").exists()
+
+
+def _run_cli(tmp_path, *args):
+    env = {"METTA_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, "-m", "metta_lightning", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("truncated", "training state is truncated or corrupted"),
+    ("artifact", "is a policy artifact (.mpt); resuming needs the training state beside it"),
+    ("text", "training state is truncated or corrupted, or not a training state at all"),
+])
+def test_bad_ckpt_path_file_is_one_line(tmp_path, kind, message):
+    """Lightning reads a --ckpt_path file before `before_fit`: a damaged or foreign one is still one line."""
+    import torch
+
+    from metta_lightning.checkpoint import save_policy
+    from test_checkpoint import env_info, make_policy
+
+    path = tmp_path / {"truncated": "r:v1.ckpt", "artifact": "r:v1.mpt", "text": "notes.ckpt"}[kind]
+    if kind == "truncated":
+        torch.save({"state_dict": {"w": torch.randn(4096)}}, path)
+        path.write_bytes(path.read_bytes()[:5000])
+    elif kind == "artifact":
+        save_policy(make_policy(), env_info(), str(path))
+    else:
+        path.write_text("hello\n")
+    proc = _run_cli(tmp_path, "fit", "--config", "configs/smoke.yaml", "--ckpt_path", str(path))
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {path}: ") and message in last, last
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_max_time_and_top_level_help(tmp_path):
+    proc = _run_cli(tmp_path, "fit", "--config", "configs/smoke.yaml", "--trainer.max_time", "garbage")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: trainer.max_time: expected DD:HH:MM:SS (e.g. 00:00:30:00 for 30 minutes), got 'garbage'")
+    helped = _run_cli(tmp_path, "--help")
+    assert helped.returncode == 0
+    for command in ("fit", "evaluate", "analyze", "replay", "curves"):
+        assert f"\n    {command} " in helped.stdout or f"\n  {command} " in helped.stdout, command

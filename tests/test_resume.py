@@ -213,3 +213,68 @@ def test_damaged_training_state_is_refused_or_skipped(tmp_path):
     (d / "dmg:v2.ckpt").write_bytes(os.urandom(4096))
     with pytest.raises(CheckpointError, match=r"dmg:v2\.ckpt: training state is truncated or corrupted"):
         resolve_ckpt_path(trainer, str(d / "dmg:v2.ckpt"))
+
+
+def _central_directory(data: bytes) -> int:
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return z.start_dir
+
+
+def test_every_byte_flip_in_a_state_directory_is_caught(tmp_path):
+    """Zip CRCs cover member data only: flips in the central directory passed them and broke the resume.
+    Every single-byte flip from the directory to the end is now refused (and `last` takes the state before),
+    or leaves a state that loads to the same tensors."""
+    import lightning.pytorch as pl
+
+    from callbacks.checkpoint import PolicyCheckpoint, resolve_ckpt_path
+    from metta_lightning.checkpoint import CheckpointError, check_training_state
+
+    fit(tmp_path, "flip", 2, exact=False)
+    d = tmp_path / "flip" / "checkpoints"
+    good = (d / "flip:v2.ckpt").read_bytes()
+    reference = state(d / "flip:v2.ckpt")["state_dict"]
+    trainer = pl.Trainer(logger=False, callbacks=[PolicyCheckpoint(run="flip", dirpath=str(d))])
+    refused = 0
+    for offset in range(_central_directory(good), len(good)):
+        damaged = bytearray(good)
+        damaged[offset] ^= 0x55
+        (d / "flip:v2.ckpt").write_bytes(bytes(damaged))
+        try:
+            check_training_state(str(d / "flip:v2.ckpt"))
+        except CheckpointError:
+            refused += 1
+            assert resolve_ckpt_path(trainer, "last") == str(d / "flip:v1.ckpt"), offset
+            continue
+        loaded = state(d / "flip:v2.ckpt")["state_dict"]  # accepted: it must load, to the same weights
+        assert all(torch.equal(v, loaded[k]) for k, v in reference.items()), offset
+    assert refused >= len(good) - _central_directory(good) - 80  # only flips in the seal's own prefix pass
+
+
+def test_state_without_a_seal_is_checked_by_loading(tmp_path):
+    """States written before the seal existed still resume; a broken unsealed one is refused."""
+    from metta_lightning.checkpoint import CheckpointError, check_training_state
+
+    torch.save({"state_dict": {"w": torch.ones(3)}, "epoch": 1}, tmp_path / "old:v1.ckpt")
+    assert check_training_state(str(tmp_path / "old:v1.ckpt"))
+    torch.save({"epoch": 1}, tmp_path / "other:v1.ckpt")
+    with pytest.raises(CheckpointError, match=r"other:v1\.ckpt: not a training state \(no 'state_dict'"):
+        check_training_state(str(tmp_path / "other:v1.ckpt"))
+
+
+def test_state_without_artifact_and_stale_temporaries_are_repaired_on_resume(tmp_path):
+    """A kill between the state and the artifact (or mid-write) leaves `vN.ckpt` without `vN.mpt` and
+    `.tmp-*` files: the resumed run writes the missing artifact (the state's weights) and removes them."""
+    fit(tmp_path, "kill", 2, exact=False)
+    d = tmp_path / "kill" / "checkpoints"
+    (d / "kill:v2.mpt").unlink()
+    for stale in (".kill:v3.ckpt.tmp-4242", ".kill:v3.mpt.tmp-0a1b2c3d"):
+        (d / stale).write_bytes(b"partial")
+    (d / ".notes.tmp-1").write_bytes(b"not ours")  # only our own temporaries are removed
+    fit(tmp_path, "kill", 3, "--ckpt_path", "last", exact=False)
+    assert sorted(os.listdir(d)) == [".notes.tmp-1"] + [f"kill:v{e}.{x}" for e in (1, 2, 3) for x in ("ckpt", "mpt")]
+    weights = state(d / "kill:v2.ckpt")["state_dict"]
+    policy = load_policy(str(d / "kill:v2.mpt"))
+    assert all(torch.equal(v, weights["policy." + k]) for k, v in policy.state_dict().items())

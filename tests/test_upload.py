@@ -166,3 +166,28 @@ def test_scan_skips_hidden_files_and_folders(tmp_path):
     got = sorted(str(p.relative_to(remote)) for p in remote.rglob("*") if p.is_file())
     assert got == ["checkpoints/evals/run:v1.json.z", "checkpoints/run:v1.ckpt", "checkpoints/run:v1.mpt"]
     assert up.scan() == 0  # nothing new
+
+
+def test_dead_bucket_waits_once_at_the_end(s3_conf, s3_bucket, tmp_path):
+    """The bucket dies for good: fit end and teardown together wait at most flush_timeout_s, not twice."""
+    up = UploadCallback(f"s3://{s3_bucket}/run", backoff_s=0.2, max_backoff_s=0.5, max_attempts=1000,
+                        flush_timeout_s=3, storage_options=s3_conf.storage_options)
+
+    class DiesAtTheEnd(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == trainer.max_epochs - 1:  # before the last epoch's file is announced
+                s3_conf.stop()
+                self.died = time.monotonic()
+
+    dies = DiesAtTheEnd()
+    data = DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=8)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[dies, _WriteEachEpoch(str(tmp_path)), up])
+    try:
+        trainer.fit(_Tiny(), data)
+        waited = time.monotonic() - dies.died
+    finally:
+        s3_conf.start()
+    assert not any(u.endswith("r:v2.mpt") for u in up.uploaded) and up.errors >= 1
+    assert 2.9 < waited < 3 + 1.5, waited  # one wait of flush_timeout_s (3 s) in all, not 3 + 3

@@ -1,6 +1,6 @@
 """Periodic evaluation of the policy being trained on a simulation suite.
 
-Every `epoch_interval` completed epochs (a multiple of `PolicyCheckpoint.epoch_interval`, so each
+Every `epoch_interval` completed epochs and when fit ends (a multiple of `PolicyCheckpoint.epoch_interval`, so each
 evaluation names a policy artifact that exists: `<run>:v<epoch>`), on rank zero only, the current policy
 plays every simulation of `suite` on env instances of its own (eval mode, its own RNG, so training's RNG
 streams and games are untouched). Episodes are appended to the run's stats database, `eval/<suite>/score`
@@ -55,10 +55,12 @@ class EvaluateCallback(Callback):
         replay_episodes: episodes recorded as replays per simulation (0: none).
         background: evaluate a snapshot of the weights in a thread while training continues (see the
             module doc); None: only when training on more than one rank (DDP).
+        evaluate_at_end: also evaluate (with replays) when fit ends, unless its last epoch was just evaluated,
+            so every run has an evaluation and a replay however few epochs it managed.
     """
 
     def __init__(self, suite: str = "arena", epoch_interval: int = 10, db_uri: Optional[str] = None,
-                 replay_episodes: int = 1, background: Optional[bool] = None) -> None:
+                 replay_episodes: int = 1, background: Optional[bool] = None, evaluate_at_end: bool = True) -> None:
         if epoch_interval < 1:
             raise ValueError(f"EvaluateCallback(epoch_interval={epoch_interval}): must be >= 1")
         from metta_lightning.simulation import resolve_suite
@@ -68,6 +70,8 @@ class EvaluateCallback(Callback):
         self.db_uri = db_uri
         self.replay_episodes = int(replay_episodes)
         self.background = background
+        self.evaluate_at_end = evaluate_at_end
+        self._trained = False  # whether this fit trained at all (a resume past max_time does not)
         self._thread: Optional[threading.Thread] = None
         self._running_epoch = 0
         self._outcome: Optional[tuple[int, dict[str, float] | BaseException]] = None  # (epoch, metrics | error)
@@ -144,6 +148,7 @@ class EvaluateCallback(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
+        self._trained = True
         if self._outcome is not None:
             self._log_finished(trainer)
 
@@ -153,6 +158,17 @@ class EvaluateCallback(Callback):
             self._thread.join()
             self._thread = None
         self._log_finished(trainer)  # publishing also hands the new database and replays to upload callbacks
+        # Every fit ends evaluated, with replays, whatever the interval and however few epochs it managed.
+        final = self._final_epoch(trainer)
+        if self.evaluate_at_end and self._trained and final > 0 and self.last_epoch != final:
+            self.evaluate(trainer, pl_module, final)
+
+    def _final_epoch(self, trainer: pl.Trainer) -> int:
+        """The epoch the last checkpoint was named after (an epoch cut short by max_time counts), else the
+        epochs completed."""
+        ckpt = self._checkpoint_callback(trainer)
+        saved = ckpt.last_saved_epoch if ckpt is not None else None
+        return int(saved) if saved else int(trainer.current_epoch)
 
     def _evaluate_in_thread(self, policy, epoch: int) -> None:
         try:

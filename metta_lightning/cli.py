@@ -137,6 +137,7 @@ class MettaCLI(LightningCLI):
         if cfg.get("ckpt_path"):
             cfg["ckpt_path"] = resolve_ckpt_path(self.trainer, cfg["ckpt_path"])
         self._refuse_to_overwrite(cfg.get("ckpt_path"))
+        self._announce_time_left(cfg.get("ckpt_path"))
 
     def _apply_run_name(self, run: Optional[str]) -> None:
         from callbacks.checkpoint import PolicyCheckpoint
@@ -151,6 +152,34 @@ class MettaCLI(LightningCLI):
         init = getattr(self.trainer.logger, "_wandb_init", None)  # W&B creates its run lazily: name it now
         if isinstance(init, dict) and not init.get("name"):
             init["name"] = run
+
+    def _announce_time_left(self, ckpt_path: Optional[str]) -> None:
+        """`max_time` counts the training time of every segment of a run (Lightning's Timer is resumed with
+        it): say at the start how much a resumed run has left, and when that is nothing."""
+        from lightning.pytorch.callbacks import Timer
+
+        timer = next((cb for cb in self.trainer.callbacks if isinstance(cb, Timer)), None)
+        limit = getattr(timer, "_duration", None)
+        if not ckpt_path or limit is None:
+            return
+        import datetime
+
+        import torch
+
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("callbacks", {})
+        used = next((float(v.get("time_elapsed", {}).get("train", 0.0)) for k, v in saved.items()
+                     if k.startswith("Timer") and isinstance(v, dict)), 0.0)
+
+        def hms(seconds: float) -> str:
+            return str(datetime.timedelta(seconds=round(seconds)))
+
+        if used >= limit:
+            print(f"warning: nothing to train: this run already trained {hms(used)} of its "
+                  f"--trainer.max_time {hms(limit)} (the limit counts every segment of a resumed run). To train "
+                  f"longer, raise it, e.g. --trainer.max_time {_dd_hh_mm_ss(used + limit)}.", file=sys.stderr)
+        else:
+            print(f"resuming: {hms(used)} of --trainer.max_time {hms(limit)} already used; training at most "
+                  f"{hms(limit - used)} more.", file=sys.stderr)
 
     def _refuse_to_overwrite(self, ckpt_path: Optional[str]) -> None:
         # A fresh run must not write its v1, v2, ... over (or between) the checkpoints of an earlier run.
@@ -168,6 +197,11 @@ class MettaCLI(LightningCLI):
                         "Resume it with `--ckpt_path last`, or start another run with `--run <new name>`.")
 
 
+def _dd_hh_mm_ss(seconds: float) -> str:
+    minutes = -(-int(seconds) // 60)  # rounded up to whole minutes
+    return f"{minutes // 1440:02d}:{minutes // 60 % 24:02d}:{minutes % 60:02d}:00"
+
+
 class _NoTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("💡 Tip")
@@ -182,6 +216,9 @@ def _quiet_lightning_noise() -> None:
         log.addFilter(_NoTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+    # PolicyCheckpoint records a cut-short epoch as unfinished and the data module restarts its games on
+    # resume: the rollout stream needs no dataloader state, so Lightning's warning about it does not apply.
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
 def main(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> MettaCLI:

@@ -105,24 +105,28 @@ def read_wandb_run(path: str) -> dict:
     return {"run_id": run_id, "project": project, "history": rows, "summary": summary, "config": config}
 
 
-def find_wandb_files(path: str) -> list[str]:
-    """The ``.wandb`` files of a run, oldest first. ``path`` may be the file, an ``offline-run-*`` dir, or a
-    ``wandb`` dir / its parent (then the latest run is taken, together with earlier pieces of the same run
-    id, e.g. the parts written before and after a resume)."""
+def find_wandb_files(path: str, all_segments: bool = True) -> list[str]:
+    """The ``.wandb`` files of a run, oldest first. ``path`` may be the file, an ``offline-run-*`` dir (or
+    ``latest-run``), or a ``wandb`` dir / its parent (then the latest run). A resumed run continues its W&B
+    run id in a new ``offline-run-*`` dir: with ``all_segments`` every dir of that id is taken, so the
+    curve covers the whole run, not only the part after the last resume."""
     if os.path.isfile(path):
-        return [path]
-    here = sorted(glob.glob(os.path.join(path, "*.wandb")))
-    if here:
-        return here
-    wandb_dir = path if os.path.basename(os.path.normpath(path)) == "wandb" else os.path.join(path, "wandb")
-    runs = sorted(glob.glob(os.path.join(wandb_dir, "*run-*", "run-*.wandb")))
-    if not runs:
-        return []
-    latest = os.path.join(wandb_dir, "latest-run")
-    last = sorted(glob.glob(os.path.join(latest, "run-*.wandb"))) if os.path.isdir(latest) else []
-    run_file = last[0] if last else runs[-1]
-    run_id = os.path.basename(run_file)[len("run-"):-len(".wandb")]
-    return [r for r in runs if os.path.basename(r) == f"run-{run_id}.wandb"]
+        found = [path]
+    else:
+        found = sorted(glob.glob(os.path.join(path, "*.wandb")))
+        if not found:
+            wandb_dir = path if os.path.basename(os.path.normpath(path)) == "wandb" else os.path.join(path, "wandb")
+            if not glob.glob(os.path.join(wandb_dir, "*run-*", "run-*.wandb")):
+                return []
+            latest = os.path.join(wandb_dir, "latest-run")
+            found = sorted(glob.glob(os.path.join(latest, "run-*.wandb"))) if os.path.isdir(latest) else []
+            found = found or sorted(glob.glob(os.path.join(wandb_dir, "*run-*", "run-*.wandb")))[-1:]
+    if not all_segments:
+        return found
+    run_file = os.path.realpath(found[0])  # latest-run is a link to the newest offline-run-* dir
+    wandb_dir = os.path.dirname(os.path.dirname(run_file))
+    segments = sorted(glob.glob(os.path.join(wandb_dir, "*run-*", os.path.basename(run_file))))
+    return segments if run_file in segments else found
 
 
 # ---------------------------------------------------------------------------------------------- CSV reading
@@ -156,9 +160,9 @@ def _read_csv_rows(path: str) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------- history
-def load_rows(path: str) -> tuple[list[dict], str]:
+def load_rows(path: str, all_segments: bool = True) -> tuple[list[dict], str]:
     """All logged rows of the run at ``path`` and the source kind (``"wandb"`` or ``"csv"``)."""
-    wb = find_wandb_files(path) if not path.endswith(".csv") else []
+    wb = find_wandb_files(path, all_segments) if not path.endswith(".csv") else []
     if wb:
         rows: list[dict] = []
         for f in wb:
@@ -173,13 +177,14 @@ def load_rows(path: str) -> tuple[list[dict], str]:
     raise FileNotFoundError(f"no W&B run (*.wandb) or metrics.csv found at {path}")
 
 
-def load_history(path: str, metrics: Sequence[str] = DEFAULT_METRICS, x_key: Optional[str] = None) -> tuple[History, str]:
+def load_history(path: str, metrics: Sequence[str] = DEFAULT_METRICS, x_key: Optional[str] = None,
+                 all_segments: bool = True) -> tuple[History, str]:
     """``({metric: [(x, y), ...]}, x_key)`` for the metrics of the run at ``path``.
 
     ``x_key`` defaults to the first of :data:`X_CANDIDATES` present in the logs. Rows without the x key
     take the last x seen (Lightning logs some metrics in rows of their own).
     """
-    rows, _ = load_rows(path)
+    rows, _ = load_rows(path, all_segments)
     if x_key is None:
         present = set().union(*rows) if rows else set()
         x_key = next((k for k in X_CANDIDATES if k in present), None) or "_row"
@@ -203,6 +208,7 @@ def plot_learning_curve(
     metrics: Sequence[str] = DEFAULT_METRICS,
     x_key: Optional[str] = None,
     smooth: int = 1,
+    all_segments: bool = True,
 ) -> str:
     """Draw the learning curve of the run at ``path`` into a PNG and return its path.
 
@@ -212,13 +218,14 @@ def plot_learning_curve(
         metrics: metric names, one panel each; metrics absent from the logs are skipped.
         x_key: x-axis metric; default agent steps if logged, else the global step.
         smooth: moving-average window (in logged points) applied to each curve.
+        all_segments: a W&B run resumed one or more times is drawn whole (False: only the given segment).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    hist, x_key = load_history(path, metrics, x_key)
+    hist, x_key = load_history(path, metrics, x_key, all_segments)
     present = [m for m in metrics if hist[m]]
     if not present:
         raise ValueError(f"none of {list(metrics)} were logged in {path}")
@@ -253,15 +260,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help=f"metric to plot, repeatable (default: {', '.join(DEFAULT_METRICS)})")
     p.add_argument("-x", "--x-key", default=None, help="x-axis metric (default: agent steps or global step)")
     p.add_argument("--smooth", type=int, default=1, help="moving-average window in logged points")
+    p.add_argument("--last-segment", action="store_true",
+                   help="a resumed W&B run: draw only the given segment (default: the whole run, every segment)")
     p.add_argument("--list", action="store_true", help="list the logged metric names and exit")
     args = p.parse_args(argv)
     if args.list:
-        rows, kind = load_rows(args.run)
+        rows, kind = load_rows(args.run, not args.last_segment)
         keys = sorted(set().union(*rows)) if rows else []
         print(f"{kind}: {len(rows)} rows")
         print("\n".join(keys))
         return 0
-    out = plot_learning_curve(args.run, args.out, tuple(args.metric or DEFAULT_METRICS), args.x_key, args.smooth)
+    out = plot_learning_curve(args.run, args.out, tuple(args.metric or DEFAULT_METRICS), args.x_key, args.smooth,
+                              not args.last_segment)
     print(out)
     return 0
 

@@ -34,6 +34,7 @@ def fit_with_eval(tmp_path: Path, run: str = "evalrun", max_epochs: int = 2, ckp
         {"class_path": "callbacks.upload.UploadCallback", "init_args": {"remote_prefix": str(tmp_path / "bucket")}}]},
         "data": {"rollouts_per_epoch": 1}}
     path = tmp_path / "eval_cfg.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg))
     return main(["fit", "--config", SMOKE, "--config", str(path),
                  "--trainer.logger.init_args.save_dir", str(tmp_path / "logs")])
@@ -141,3 +142,18 @@ def test_replay_command_rejects_a_corrupt_replay(tmp_path, capsys):
     bad.write_bytes(b"\x78\x9cnot zlib at all")
     assert run_cli(["replay", str(bad), "--no-browser"]) == 2
     assert "cannot decompress" in capsys.readouterr().err
+
+
+def test_fit_ends_evaluated_whatever_the_interval(tmp_path):
+    """A run shorter than the evaluation interval (a slow machine) still gets an evaluation and a replay
+    of its last checkpoint; a run whose last epoch was just evaluated is not evaluated twice."""
+    fit_with_eval(tmp_path, run="short", max_epochs=3, eval_interval=2)
+    with StatsDB(tmp_path / "short" / "eval.duckdb", read_only=True) as db:
+        versions = sorted({r["policy_version"] for r in db.simulation_scores()})
+        replays = db.replay_urls("short")
+    assert versions == [2, 3]  # the interval's, then the end's
+    assert any("/v3/" in u for u in replays) and all(Path(u).exists() for u in replays)
+    fit_with_eval(tmp_path / "b", run="even", max_epochs=2, eval_interval=2)
+    with StatsDB(tmp_path / "b" / "even" / "eval.duckdb", read_only=True) as db:
+        rows = db.simulation_scores()
+    assert sorted({r["policy_version"] for r in rows}) == [2] and all(r["num_episodes"] == 2 for r in rows)

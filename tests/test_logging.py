@@ -127,6 +127,13 @@ def test_wandb_offline_run_and_resume_keep_run_id(tmp_path):
     assert all(d.endswith(run_id) for d in run_dirs), run_dirs  # no leftover run with another id
     pieces = curves.find_wandb_files(str(save_dir))
     assert len(pieces) == 2
+    # `curves train_dir/wandb/latest-run` (the newest segment's dir) draws the whole run too, by default
+    latest = save_dir / "wandb" / "latest-run"
+    assert curves.find_wandb_files(str(latest)) == pieces
+    assert curves.find_wandb_files(str(pieces[1])) == pieces
+    assert curves.find_wandb_files(str(latest), all_segments=False) == [str(latest / os.path.basename(pieces[1]))]
+    whole, _ = curves.load_history(str(latest), ["overview/reward"])
+    assert [x for x, _ in whole["overview/reward"]] == [64.0 * i for i in range(1, 13)]
     hist, x_key = curves.load_history(str(save_dir), ["overview/reward"])
     assert x_key == "overview/agent_steps"
     assert [x for x, _ in hist["overview/reward"]] == [64.0 * i for i in range(1, 13)]

@@ -278,3 +278,18 @@ def test_state_without_artifact_and_stale_temporaries_are_repaired_on_resume(tmp
     weights = state(d / "kill:v2.ckpt")["state_dict"]
     policy = load_policy(str(d / "kill:v2.mpt"))
     assert all(torch.equal(v, weights["policy." + k]) for k, v in policy.state_dict().items())
+
+
+def test_resume_past_max_time_says_so(tmp_path, capsys):
+    """max_time counts every segment of a run: a resume that has no time left says so instead of silently
+    training nothing; one with time left says how much."""
+    fit(tmp_path, "late", 1000, "--trainer.max_time", "00:00:00:02", exact=False)
+    capsys.readouterr()
+    cli = fit(tmp_path, "late", 1000, "--trainer.max_time", "00:00:00:02", "--ckpt_path", "last", exact=False)
+    err = capsys.readouterr().err
+    assert "warning: nothing to train: this run already trained 0:00:02 of its --trainer.max_time 0:00:02" in err
+    assert "To train longer, raise it, e.g. --trainer.max_time 00:00:01:00" in err
+    steps = cli.trainer.global_step
+    fit(tmp_path, "late", 1000, "--trainer.max_time", "00:00:00:04", "--ckpt_path", "last", exact=False)
+    assert "of --trainer.max_time 0:00:04 already used; training at most 0:00:02 more." in capsys.readouterr().err
+    assert steps > 0

@@ -281,3 +281,76 @@ def test_render_returns_the_map_as_rgb():
     pz.reset()
     np.testing.assert_array_equal(pz.render(), render_rgb(pz.engine, 0, 8))
     assert MettaGridPettingZooEnv(three_agents()).render() is None
+
+
+# ------------------------------------------------------------------------------------------ PufferLib's trainer
+
+
+def load_vs_pufferlib():
+    """benchmarks/vs_pufferlib.py as a module (its torch advantage port and PufferLib policy wrapper)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "vs_pufferlib.py"
+    spec = importlib.util.spec_from_file_location("vs_pufferlib", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_advantage_port_matches_the_recursion():
+    import torch
+
+    bench = load_vs_pufferlib()
+    g = torch.Generator().manual_seed(0)
+    values, rewards = torch.randn(5, 7, generator=g), torch.randn(5, 7, generator=g)
+    dones = (torch.rand(5, 7, generator=g) < 0.2).float()
+    ratio = torch.rand(5, 7, generator=g) * 2
+    out = bench.puff_advantage(values, rewards, dones, ratio, torch.full((5, 7), 9.0), 0.9, 0.8, 1.0, 0.7)
+    for s in range(5):
+        acc = 0.0
+        for t in range(5, -1, -1):
+            live = 1.0 - dones[s, t + 1].item()
+            delta = min(ratio[s, t].item(), 1.0) * (rewards[s, t + 1].item() + 0.9 * values[s, t + 1].item() * live
+                                                    - values[s, t].item())
+            acc = delta + 0.9 * 0.8 * min(ratio[s, t].item(), 0.7) * acc * live
+            assert out[s, t].item() == pytest.approx(acc, abs=1e-5)
+        assert out[s, 6].item() == 9.0  # the last step is left as it was
+
+
+@pytest.mark.filterwarnings("ignore:In CPU autocast")
+def test_pufferlib_trainer_drives_our_env(pufferlib, monkeypatch, tmp_path):
+    """PufferLib's own PPO trainer (PuffeRL) collects from and trains on our env through the adapter."""
+    import torch
+    import pufferlib.vector
+
+    from envs.adapters import MettaGridPufferEnv
+    from envs.info import EnvInfo
+    from models import Fast
+
+    bench = load_vs_pufferlib()
+    pufferl = bench.import_pufferl()
+    monkeypatch.setattr(pufferl, "compute_puff_advantage", bench.puff_advantage)
+    monkeypatch.setattr(pufferl.PuffeRL, "print_dashboard", lambda self, *a, **k: None)
+    cfg = three_agents(max_steps=10)
+    vec = pufferlib.vector.make(MettaGridPufferEnv, env_kwargs={"config": cfg, "num_envs": 2},
+                                backend=pufferlib.vector.Serial, num_envs=1, seed=0)
+    torch.manual_seed(0)
+    policy = bench.PufferFast(Fast(EnvInfo.from_config(cfg), cnn_channels=8, hidden_size=16, critic_hidden=32,
+                                   actor_hidden=32))
+    hp = dict(bptt_horizon=8, minibatch_size=48, update_epochs=1, learning_rate=1e-3, adam_betas=(0.9, 0.999),
+              adam_eps=1e-8, gamma=0.99, gae_lambda=0.95, vtrace_rho_clip=1.0, vtrace_c_clip=1.0, clip_coef=0.2,
+              vf_clip_coef=0.2, vf_coef=0.5, ent_coef=0.01, max_grad_norm=0.5)
+    trainer = pufferl.PuffeRL(bench.puffer_config(hp, 96, str(tmp_path), 0), vec, policy)
+    try:
+        before = [p.detach().clone() for p in policy.parameters()]
+        stats = trainer.evaluate()
+        assert trainer.global_step >= 96
+        assert {"episode_return", "episode_length", "agent/heart.gained"} <= set(stats)
+        assert set(stats["episode_length"]) == {10}
+        trainer.train()
+        assert all(torch.isfinite(p).all() for p in policy.parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    finally:
+        trainer.utilization.stop()
+        vec.close()

@@ -17,6 +17,15 @@ def _during_training(exc: BaseException) -> bool:
     return any(f"{os.sep}loops{os.sep}" in frame.filename for frame in traceback.extract_tb(exc.__traceback__))
 
 
+def _finish_wandb(cli) -> None:
+    """Close the W&B run while the streams are still ours: left to W&B's exit hook, its closing lines
+    (`wandb sync ...`) keep their colour codes even when the output goes to a log file."""
+    logger = getattr(getattr(cli, "trainer", None), "logger", None)
+    run = getattr(logger, "_experiment", None)
+    if run is not None and hasattr(run, "finish"):
+        run.finish()
+
+
 def run() -> None:
     # Bad input found before training (a size that does not divide, a value out of range, a checkpoint
     # that does not load) is the user's to fix: one line naming it, not a traceback. METTA_DEBUG=1 shows it.
@@ -26,7 +35,8 @@ def run() -> None:
     from .checkpoint import CheckpointError
 
     try:
-        main()
+        cli = main()
+        _finish_wandb(cli)
     except (ValueError, CheckpointError, ValidationError, FileNotFoundError, MisconfigurationException) as e:
         if os.environ.get("METTA_DEBUG") or _during_training(e):
             raise

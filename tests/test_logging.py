@@ -167,3 +167,19 @@ def test_curves_from_wandb_offline_run(tmp_path):
     assert hist["overview/reward"] == [(100.0 * (i + 1), float(i)) for i in range(5)]
     with pytest.raises(ValueError):
         curves.plot_learning_curve(str(tmp_path), str(tmp_path / "d.png"), ["missing/key"])
+
+
+def test_wandb_closing_lines_have_no_colour_codes_in_a_log_file(tmp_path):
+    """`fit ... > log 2>&1`: W&B's closing lines (`wandb sync ...`) are plain text, not ANSI-coloured."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "WANDB_MODE": "offline", "METTA_DATA_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "metta_lightning", "fit", "--config", "configs/smoke.yaml",
+                           "--trainer.logger", "metta_lightning.logging.WandbLogger",
+                           "--trainer.logger.save_dir", str(tmp_path)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert "wandb: wandb sync " in out and "\x1b[" not in out

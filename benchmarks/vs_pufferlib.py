@@ -69,6 +69,13 @@ def puff_advantage(values, rewards, terminals, ratio, advantages, gamma, gae_lam
     return advantages
 
 
+def unpack(out):
+    """(logits, values, state) from a policy call: a tuple, or named outputs in a mapping."""
+    if isinstance(out, tuple):
+        return out
+    return out["logits"], out["values"], out.get("state", None)
+
+
 class PufferFast(nn.Module):
     """`models.Fast` behind PufferLib's policy interface (see the module docstring)."""
 
@@ -86,13 +93,13 @@ class PufferFast(nn.Module):
             lstm = torch.stack([state["lstm_h"].view(n, self.layers, self.width),
                                 state["lstm_c"].view(n, self.layers, self.width)], dim=1)
         is_init = torch.as_tensor(state["done"]).bool().view(n)  # first observation of a new episode
-        logits, values, lstm = self.policy.forward_step(obs, lstm, is_init)
+        logits, values, lstm = unpack(self.policy.forward_step(obs, lstm, is_init))
         state["lstm_h"], state["lstm_c"] = lstm[:, 0].reshape(n, -1), lstm[:, 1].reshape(n, -1)
         return logits, values
 
     def forward(self, obs, state):
         b, t = obs.shape[:2]
-        logits, values, _ = self.policy.forward_sequence(obs, None, torch.zeros(b, t, dtype=torch.bool))
+        logits, values, _ = unpack(self.policy.forward_sequence(obs, None, torch.zeros(b, t, dtype=torch.bool)))
         return logits.reshape(b * t, -1), values
 
 
@@ -113,9 +120,9 @@ def puffer_config(hp: dict, batch: int, data_dir: str, seed: int) -> dict:
 
 
 def puffer_path(game, num_envs: int, spec: dict, env_info, hp: dict, batch: int, rollouts: int,
-                seed: int) -> tuple[float, float]:
-    """PuffeRL on our engine; agent-steps per wall second and per CPU second of this process over
-    `rollouts` updates after a warm-up one."""
+                seed: int) -> tuple[float, float, float, float]:
+    """PuffeRL on our engine: agent-steps per wall second and per CPU second of this process, and seconds
+    of collection and of update per rollout, over `rollouts` updates after a warm-up one."""
     import pufferlib.vector
 
     from envs.adapters import MettaGridPufferEnv
@@ -132,19 +139,23 @@ def puffer_path(game, num_envs: int, spec: dict, env_info, hp: dict, batch: int,
         trainer.evaluate()
         trainer.train()  # warm-up
         start, cpu0, steps0 = time.perf_counter(), time.process_time(), trainer.global_step
+        collect = 0.0
         for _ in range(rollouts):
+            t0 = time.perf_counter()
             trainer.evaluate()
+            collect += time.perf_counter() - t0
             trainer.train()
-        steps = trainer.global_step - steps0
-        rates = steps / (time.perf_counter() - start), steps / (time.process_time() - cpu0)
+        steps, wall = trainer.global_step - steps0, time.perf_counter() - start
+        rates = steps / wall, steps / (time.process_time() - cpu0), collect / rollouts, (wall - collect) / rollouts
         trainer.utilization.stop()
         vec.close()
     return rates
 
 
-def fit_path(config: str, rollouts: int) -> tuple[float, float]:
-    """`trainer.fit` through the CLI classes (no logger, checkpoints or progress bar); agent-steps per wall
-    second and per CPU second of this process, after a warm-up rollout."""
+def fit_path(config: str, rollouts: int) -> tuple[float, float, float, float]:
+    """`trainer.fit` through the CLI classes (no logger, checkpoints or progress bar): agent-steps per wall
+    second and per CPU second of this process, and seconds of collection and of update per rollout, after
+    a warm-up rollout."""
     import lightning as L
 
     from metta_lightning.cli import main as cli_main
@@ -153,19 +164,26 @@ def fit_path(config: str, rollouts: int) -> tuple[float, float]:
         def __init__(self):
             self.times = []
 
+            self.starts = []
+
+        def on_train_batch_start(self, trainer, *args):  # the rollout has just been collected
+            self.starts.append(time.perf_counter())
+
         def on_train_batch_end(self, trainer, *args):
             self.times.append((time.perf_counter(), time.process_time()))
 
     clock = Clock()
     cli = cli_main(["--config", config, "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
                     "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-                    "--trainer.max_epochs", "1", "--data.rollouts_per_epoch", str(rollouts + 1)],
+                    "--trainer.max_epochs", "1", "--data.rollouts_per_epoch", str(rollouts + 1),
+                    "--trainer.callbacks", "[]"],  # no checkpoints or evaluation: PuffeRL runs neither
                    run=False, save_config_callback=None)
     cli.trainer.callbacks.append(clock)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     steps = rollouts * cli.datamodule.batch_size
     (w0, c0), (w1, c1) = clock.times[0], clock.times[-1]
-    return steps / (w1 - w0), steps / (c1 - c0)
+    update = sum(end - start for start, (end, _) in zip(clock.starts[1:], clock.times[1:])) / rollouts
+    return steps / (w1 - w0), steps / (c1 - c0), (w1 - w0) / rollouts - update, update
 
 
 def main() -> None:
@@ -197,13 +215,17 @@ def main() -> None:
         ours.append(fit_path(args.config, args.rollouts))
         theirs.append(puffer_path(dm.game, dm.num_envs, spec, model.env_info, hp, dm.batch_size, args.rollouts,
                                   seed=r))
-        print(f"round {r}: ours (fit) {ours[-1][0]:,.0f} agent-steps/s ({ours[-1][1]:,.0f} per CPU s), "
-              f"PufferLib PuffeRL {theirs[-1][0]:,.0f} ({theirs[-1][1]:,.0f} per CPU s), "
-              f"ratio {ours[-1][0] / theirs[-1][0]:.2f}x ({ours[-1][1] / theirs[-1][1]:.2f}x per CPU s)", flush=True)
+        (ow, oc, ocol, oup), (tw, tc, tcol, tup) = ours[-1], theirs[-1]
+        print(f"round {r}: ours (fit) {ow:,.0f} agent-steps/s ({oc:,.0f} per CPU s; collect {ocol:.2f} s + "
+              f"update {oup:.2f} s per rollout), PufferLib PuffeRL {tw:,.0f} ({tc:,.0f} per CPU s; collect "
+              f"{tcol:.2f} s + update {tup:.2f} s), ratio {ow / tw:.2f}x ({oc / tc:.2f}x per CPU s)", flush=True)
     for i, what in enumerate(("per wall-clock second", "per CPU second of this process")):
         o, t = statistics.median(x[i] for x in ours), statistics.median(x[i] for x in theirs)
         print(f"median {what}: ours {o:,.0f} agent-steps/s, PufferLib {t:,.0f}, ours/PufferLib = {o / t:.2f}x "
               f"(goal 1.2x: {'met' if o / t >= 1.2 else 'NOT met'})")
+    med = lambda runs, i: statistics.median(x[i] for x in runs)  # noqa: E731
+    print(f"median seconds per rollout: ours collect {med(ours, 2):.2f} + update {med(ours, 3):.2f}, "
+          f"PufferLib collect {med(theirs, 2):.2f} + update {med(theirs, 3):.2f}")
 
 
 if __name__ == "__main__":

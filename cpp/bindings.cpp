@@ -1,5 +1,7 @@
 // pybind11 module `envs._mettagrid`: a thin layer over mettagrid::BatchedEnv. It reads the plain dict
-// of GameConfig.engine_spec(), checks the caller's numpy buffers once, and releases the GIL in step.
+// of GameConfig.engine_spec(), checks the caller's numpy buffers once, and releases the GIL in step and
+// reset. Every entry point of an Engine holds the engine's mutex while it touches the engine, so calls
+// from several threads run one at a time (cpp/README.md, "Threads").
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -7,6 +9,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -107,6 +110,22 @@ T* checked(py::array& arr, std::vector<py::ssize_t> shape, const char* name, con
   return static_cast<T*>(arr.mutable_data());
 }
 
+// Holds an engine's mutex while the GIL stays held. If the mutex is taken it waits with the GIL
+// released, so that no thread ever blocks on the mutex while holding the GIL (the holder of the mutex
+// may need the GIL to finish, e.g. grid_objects building its dicts).
+class LockWithGil {
+ public:
+  explicit LockWithGil(std::mutex& m) : lock_(m, std::try_to_lock) {
+    if (!lock_.owns_lock()) {
+      py::gil_scoped_release nogil;
+      lock_.lock();
+    }
+  }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+};
+
 class Engine {
  public:
   Engine(const py::dict& spec, int num_envs, uint64_t seed) : env_(parse_spec(spec), num_envs, seed) {}
@@ -117,11 +136,16 @@ class Engine {
     auto* r = checked<float>(rewards, {R}, "rewards", "float32");
     auto* te = checked<bool>(terminals, {R}, "terminals", "bool");
     auto* tr = checked<bool>(truncations, {R}, "truncations", "bool");
+    LockWithGil lock(mu_);
     env_.set_buffers(o, r, te, tr);
     keep_ = py::make_tuple(obs, rewards, terminals, truncations);
   }
 
-  void reset(std::optional<uint64_t> seed) { env_.reset(seed.has_value(), seed.value_or(0)); }
+  void reset(std::optional<uint64_t> seed) {
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(mu_);
+    env_.reset(seed.has_value(), seed.value_or(0));
+  }
 
   // actions: int32 (used in place) or int64 (narrowed here; out-of-range ids stay out of range).
   void step(py::array actions, bool auto_reset) {
@@ -133,6 +157,9 @@ class Engine {
     if (actions.ndim() != 1 || actions.shape(0) != R)
       throw py::value_error("actions: expected shape [" + std::to_string(R) + "]");
     if (!(actions.flags() & py::array::c_style)) throw py::value_error("actions: must be C-contiguous");
+    // `actions` stays referenced by this call, so its data may be read without the GIL.
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(mu_);  // also guards scratch_
     const int32_t* a;
     if (is32) {
       a = static_cast<const int32_t*>(actions.data());
@@ -143,27 +170,35 @@ class Engine {
         scratch_[i] = static_cast<int32_t>(std::max<int64_t>(-1, std::min<int64_t>(src[i], INT32_MAX)));
       a = scratch_.data();
     }
-    py::gil_scoped_release release;
     env_.step(a, auto_reset);
   }
 
   void reset_games(py::array mask) {
     auto* m = checked<bool>(mask, {env_.num_envs()}, "mask", "bool");
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(mu_);
     env_.reset_games(m);
   }
 
-  py::array_t<bool> games_done() const {
+  py::array_t<bool> games_done() {
     py::array_t<bool> out(env_.num_envs());
     auto* p = out.mutable_data();
+    LockWithGil lock(mu_);
     for (int g = 0; g < env_.num_envs(); ++g) p[g] = env_.game(g).done();
     return out;
   }
 
   py::list episode_stats() {
-    const Rules& rules = env_.rules();
+    const Rules& rules = env_.rules();  // read-only after construction
     const int A = env_.num_agents();
+    std::vector<EpisodeRecord> records;
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard<std::mutex> lock(mu_);
+      records = env_.take_episodes();
+    }
     py::list out;
-    for (auto& rec : env_.take_episodes()) {
+    for (auto& rec : records) {
       py::dict ep;
       ep["env"] = rec.env;
       ep["episode"] = rec.episode;
@@ -173,7 +208,7 @@ class Engine {
       ep["reward"] = rew;
       py::dict agent;
       for (size_t s = 0; s < rules.stat_names.size(); ++s) {
-        py::array_t<float> v(A);
+        py::array_t<double> v(A);
         std::copy(rec.agent_stats.begin() + s * A, rec.agent_stats.begin() + (s + 1) * A, v.mutable_data());
         agent[py::str(rules.stat_names[s])] = v;
       }
@@ -189,8 +224,9 @@ class Engine {
 
   // Every object of game g; with dynamic_only, only those that can change (agents, converters,
   // swappable objects): replays take the static walls once.
-  py::list grid_objects(int g, bool dynamic_only) const {
+  py::list grid_objects(int g, bool dynamic_only) {
     const Game& game = checked_game(g);
+    LockWithGil lock(mu_);
     const Rules& rules = env_.rules();
     const auto& items = rules.spec.item_names;
     auto item_dict = [&](const std::vector<ItemCount>& v) {
@@ -238,10 +274,19 @@ class Engine {
     return out;
   }
 
-  int64_t current_step(int g) const { return checked_game(g).tick(); }
-  int episode_index(int g) const { return checked_game(g).episode(); }
-  py::tuple map_size(int g) const {
+  int64_t current_step(int g) {
     const Game& game = checked_game(g);
+    LockWithGil lock(mu_);
+    return game.tick();
+  }
+  int episode_index(int g) {
+    const Game& game = checked_game(g);
+    LockWithGil lock(mu_);
+    return game.episode();
+  }
+  py::tuple map_size(int g) {
+    const Game& game = checked_game(g);
+    LockWithGil lock(mu_);
     return py::make_tuple(game.height(), game.width());
   }
   int num_envs() const { return env_.num_envs(); }
@@ -257,6 +302,7 @@ class Engine {
     return env_.game(g);
   }
   BatchedEnv env_;
+  std::mutex mu_;  // held by every call that reads or changes env_ (or scratch_)
   py::object keep_;
   std::vector<int32_t> scratch_;
 };
@@ -265,6 +311,10 @@ class Engine {
 
 PYBIND11_MODULE(_mettagrid, m) {
   m.doc() = "The MettaGrid arena engine (C++). Use envs.MettaGrid, not this module directly.";
+  std::vector<std::string> feature_names(feature::kNames, feature::kNames + feature::kInventoryBase);
+  m.attr("FEATURE_NAMES") = feature_names;  // names of the non-inventory feature ids (checked against config)
+  m.attr("INVENTORY_FEATURE_BASE") = static_cast<int>(feature::kInventoryBase);
+  m.attr("MAX_ITEM_COUNT") = kMaxItemCount;
   py::class_<Engine>(m, "Engine")
       .def(py::init<const py::dict&, int, uint64_t>(), py::arg("spec"), py::arg("num_envs"), py::arg("seed"))
       .def("set_buffers", &Engine::set_buffers)

@@ -18,13 +18,15 @@ DEFAULT_ITEMS: list[str] = [
     "heart", "armor", "laser", "blueprint",
 ]
 
-# Observation feature ids (GAME.md). Inventory of item i is feature INVENTORY_FEATURE_BASE + i.
+# Observation feature ids and normalisations (GAME.md; where it is silent, the original's table).
+# Inventory of item i is feature INVENTORY_FEATURE_BASE + i. Ids 4, 12, 13, 15 and 16 are never emitted
+# by this engine; the C++ names (cpp/include/mettagrid/spec.hpp) must match these.
 FEATURES: dict[int, tuple[str, float]] = {
     0: ("type_id", 1.0),
     1: ("agent:group", 10.0),
     2: ("agent:frozen", 1.0),
     3: ("agent:orientation", 1.0),
-    4: ("agent:reserved", 1.0),
+    4: ("agent:reserved_for_future_use", 255.0),
     5: ("converting", 1.0),
     6: ("swappable", 1.0),
     7: ("episode_completion_pct", 255.0),
@@ -32,14 +34,22 @@ FEATURES: dict[int, tuple[str, float]] = {
     9: ("last_action_arg", 10.0),
     10: ("last_reward", 100.0),
     11: ("agent:glyph", 255.0),
-    12: ("resource_rewards", 255.0),
-    13: ("visitation_counts", 1000.0),
+    12: ("agent:visitation_counts", 1000.0),
+    13: ("tag", 10.0),
     14: ("cooldown_remaining", 255.0),
-    15: ("color", 255.0),
+    15: ("clipped", 1.0),
     16: ("remaining_uses", 255.0),
 }
 INVENTORY_FEATURE_BASE = 17
 INVENTORY_NORMALIZATION = 100.0
+
+# Bounds that keep every value inside what the engine's arithmetic and observations were written for.
+MAX_ITEM_COUNT = 255          # an inventory token carries one byte: limits, initial counts, recipe amounts
+MAX_TICKS = 1_000_000         # conversion_ticks, cooldown, freeze_duration
+MAX_STEPS = 2**31 - 1         # max_steps (a C++ int)
+ItemCount = Annotated[int, Field(ge=0, le=MAX_ITEM_COUNT)]
+RecipeAmount = Annotated[int, Field(ge=1, le=MAX_ITEM_COUNT)]
+Ticks = Annotated[int, Field(ge=0, le=MAX_TICKS)]
 
 
 class _Strict(BaseModel):
@@ -62,13 +72,21 @@ class ConverterConfig(_Strict):
 
     kind: Literal["converter"] = "converter"
     type_id: Annotated[int, Field(ge=1, le=255)]
-    input_resources: dict[str, PositiveInt] = Field(default_factory=dict)
-    output_resources: dict[str, PositiveInt] = Field(default_factory=dict)
-    max_output: NonNegativeInt = 5
-    conversion_ticks: NonNegativeInt = 1
-    cooldown: NonNegativeInt = 0
-    initial_resource_count: NonNegativeInt = 0
+    input_resources: dict[str, RecipeAmount] = Field(default_factory=dict)
+    output_resources: dict[str, RecipeAmount] = Field(default_factory=dict)
+    max_output: ItemCount = 5
+    conversion_ticks: Ticks = 1
+    cooldown: Ticks = 0
+    initial_resource_count: ItemCount = 0
     color: Annotated[int, Field(ge=0, le=255)] = 0
+
+    @model_validator(mode="after")
+    def _check_zero_time_cycle(self) -> "ConverterConfig":
+        if (self.conversion_ticks == 0 and self.cooldown == 0 and self.input_resources
+                and self.input_resources == self.output_resources):
+            raise ValueError("conversion_ticks 0 with cooldown 0 needs outputs that differ from the inputs "
+                             "(this converter would convert forever within one tick)")
+        return self
 
 
 ObjectConfig = Annotated[Union[WallConfig, ConverterConfig], Field(discriminator="kind")]
@@ -78,21 +96,23 @@ class ResourceLimitGroup(_Strict):
     """Items whose held counts share one limit (their sum may not exceed `limit`)."""
 
     items: list[str] = Field(min_length=1)
-    limit: NonNegativeInt
+    limit: Annotated[int, Field(ge=0, le=65535)]
 
 
 class AgentConfig(_Strict):
     """What every agent starts with and how it is rewarded."""
 
-    default_resource_limit: Annotated[int, Field(ge=0, le=65535)] = 50
-    resource_limits: dict[str, Annotated[int, Field(ge=0, le=65535)]] = Field(default_factory=lambda: {"heart": 255})
+    default_resource_limit: ItemCount = 50
+    """Items held per kind; at most 255, the largest count an inventory token can show (as in the original)."""
+    resource_limits: dict[str, ItemCount] = Field(default_factory=lambda: {"heart": 255})
     shared_limits: list[ResourceLimitGroup] = Field(default_factory=list)
-    initial_inventory: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    initial_inventory: dict[str, ItemCount] = Field(default_factory=dict)
+    """Given in item id order within each item's limit and the shared limits (what does not fit is dropped)."""
     rewards: dict[str, float] = Field(default_factory=lambda: {"heart": 1.0})
     """Reward weight per held item: score = sum_i min(count_i * weight_i, cap_i); reward = change of score."""
     reward_caps: dict[str, float] = Field(default_factory=dict)
     """Cap per item on its score contribution; items without a cap are uncapped."""
-    freeze_duration: NonNegativeInt = 10
+    freeze_duration: Ticks = 10
     action_failure_penalty: float = 0.0
     group_id: Annotated[int, Field(ge=0, le=255)] = 0
 
@@ -214,7 +234,7 @@ def default_objects() -> dict[str, WallConfig | ConverterConfig]:
 class GameConfig(_Strict):
     """One MettaGrid game. Every field is validated here; `engine_spec()` hands it to C++."""
 
-    max_steps: NonNegativeInt = 1000
+    max_steps: Annotated[int, Field(ge=0, le=MAX_STEPS)] = 1000
     """Episode length; 0 means episodes never end on their own."""
     episode_end: Literal["terminal", "truncation"] = "terminal"
     """How the max_steps limit is reported: as a termination (default, as in the original) or truncation."""

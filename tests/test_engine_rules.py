@@ -115,12 +115,13 @@ def test_move_into_an_object_fails(char):
     assert obj_at(env, 1, 2)["type_name"] != "agent"
 
 
-def test_move_into_an_agent_fails():
-    env = make(["#####", "#@@.#", "#####"])
-    step(env, "move_east", "noop")
+def test_move_into_an_agent_is_a_successful_noop():
+    """As in the original: moving into an agent turns, stays put and succeeds (no failure penalty)."""
+    env = make(["#####", "#@@.#", "#####"], agent={"action_failure_penalty": 0.5})
+    _, r, _, _ = step(env, "move_east", "noop")
     a0, a1 = agents(env)
-    assert pos(a0) == (1, 1) and a0["orientation"] == EAST and a0["last_action_success"] is False
-    assert pos(a1) == (1, 2)
+    assert pos(a0) == (1, 1) and a0["orientation"] == EAST and a0["last_action_success"] is True
+    assert pos(a1) == (1, 2) and r.tolist() == [0.0, 0.0]
 
 
 def test_move_off_the_map_edge_fails():
@@ -134,21 +135,21 @@ def test_move_off_the_map_edge_fails():
 
 
 def test_two_agents_racing_for_one_cell_seeded_order():
-    """Agents act in a seeded shuffled order: exactly one wins; which one depends on the seed."""
+    """Agents act in a seeded shuffled order: exactly one moves; which one depends on the seed. The other
+    then moves into an agent, which succeeds without moving (see test_move_into_an_agent_is_a_successful_noop)."""
     winners = []
     for seed in range(24):
         env = make(["#####", "#@.@#", "#####"], seed=seed)
         step(env, "move_east", "move_west")
         a0, a1 = agents(env)
-        assert [a0["last_action_success"], a1["last_action_success"]].count(True) == 1
-        winner = 0 if a0["last_action_success"] else 1
-        assert pos(agents(env)[winner]) == (1, 2)
-        assert pos(agents(env)[1 - winner]) == (1, 1 if winner == 1 else 3)
+        assert a0["last_action_success"] is True and a1["last_action_success"] is True
+        assert [pos(a0), pos(a1)] in ([(1, 2), (1, 3)], [(1, 1), (1, 2)])
+        winner = 0 if pos(a0) == (1, 2) else 1
         winners.append(winner)
         # Same seed, same outcome.
         env2 = make(["#####", "#@.@#", "#####"], seed=seed)
         step(env2, "move_east", "move_west")
-        assert agent(env2, winner)["last_action_success"] is True
+        assert pos(agent(env2, winner)) == (1, 2)
     assert set(winners) == {0, 1}
 
 
@@ -657,13 +658,24 @@ def test_episode_completion_and_last_reward_tokens():
     got = tokens(obs[0])
     assert got[0] == (CENTRE, 7, round(21 / 100 * 255))
     assert got[1] == (CENTRE, 8, A["get_items"])
-    # GAME.md: observations are written, then rewards computed, so last_reward shows the
-    # previous step's reward: 0 now, round(1 * 100) = 100 in the next observation.
+    # GAME.md: observations are written, then rewards computed; as in the original, last_reward
+    # therefore shows only this step's failure penalties (none here), never the item reward.
     assert got[3] == (CENTRE, 10, 0)
     obs, r, _, _ = step(env, "noop")
     assert r[0] == 0.0
     got = tokens(obs[0])
-    assert got[0] == (CENTRE, 7, round(22 / 100 * 255)) and got[3] == (CENTRE, 10, 100)
+    assert got[0] == (CENTRE, 7, round(22 / 100 * 255)) and got[3] == (CENTRE, 10, 0)
+
+
+def test_last_reward_token_shows_this_steps_failure_penalty_wrapped():
+    """round(-0.25 * 100) = -25 as a uint8 wraps to 231 (the original's cast), in the same step's obs."""
+    env = make(["###", "#@#", "###"], max_steps=100, agent={"action_failure_penalty": 0.25})
+    obs, r, _, _ = step(env, "move_north")       # fails: -0.25
+    assert r[0] == pytest.approx(-0.25) and tokens(obs[0])[3] == (CENTRE, 10, 256 - 25)
+    obs, r, _, _ = step(env, "noop")             # succeeds: no penalty this step
+    assert r[0] == 0.0 and tokens(obs[0])[3] == (CENTRE, 10, 0)
+    obs, _, _, _ = step(env, 99)                 # invalid id: a failed noop
+    assert tokens(obs[0])[3] == (CENTRE, 10, 231)
 
 
 def test_other_agents_and_converters_in_view():

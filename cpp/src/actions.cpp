@@ -12,9 +12,9 @@ void ActionHandler::handle(Game& game, int agent, int action, int arg) const {
   a.last_action_arg = arg;
   a.last_success = ok;
   if (ok) {
-    game.stat(agent, rules.stats.success(action)) += 1.0f;
+    game.stat(agent, rules.stats.success(action)) += 1.0;
   } else {
-    game.stat(agent, rules.stats.failed(action)) += 1.0f;
+    game.stat(agent, rules.stats.failed(action)) += 1.0;
     a.penalty += rules.spec.agent.action_failure_penalty;
   }
 }
@@ -42,7 +42,10 @@ class Move final : public ActionHandler {
     a.orientation = static_cast<uint8_t>(dir);
     const Object& self = game.object(a.object);
     const int r = self.row + kDr[dir], c = self.col + kDc[dir];
-    if (!game.in_bounds(r, c) || game.agent_at(r, c) >= 0 || game.object_at(r, c) >= 0) return false;
+    if (!game.in_bounds(r, c) || game.object_at(r, c) >= 0) return false;
+    // Into another agent: a successful no-op, as in the original (agents are "usable" there, and
+    // using one hands over shareable items, of which the arena has none).
+    if (game.agent_at(r, c) >= 0) return true;
     game.move_agent(agent, r, c);
     return true;
   }
@@ -64,11 +67,10 @@ class PutItems final : public ActionHandler {
     const StatLayout& st = game.rules().stats;
     bool moved = false;
     for (const auto& [item, need] : os.inputs) {
-      const int n = std::min(need, game.inv(aobj, item));
+      const int n = game.add_to_converter(conv, item, std::min(need, game.inv(aobj, item)));
       if (n <= 0) continue;
       game.take_agent(agent, item, n);
-      game.inv(conv, item) += n;
-      game.stat(agent, st.put(item)) += static_cast<float>(n);
+      game.stat(agent, st.put(item)) += n;
       moved = true;
     }
     if (moved) game.converter_changed(conv);
@@ -90,7 +92,7 @@ class GetItems final : public ActionHandler {
       const int n = game.give_agent(agent, item, held);
       if (n <= 0) continue;
       game.inv(conv, item) -= n;
-      game.stat(agent, st.get(item)) += static_cast<float>(n);
+      game.stat(agent, st.get(item)) += n;
       moved = true;
     }
     if (moved) game.converter_changed(conv);
@@ -132,11 +134,11 @@ class Attack final : public ActionHandler {
         if (game.inv(target.object, item) < n) defended = false;
       if (defended) {
         for (const auto& [item, n] : rules.spec.attack_defense) game.take_agent(found, item, n);
-        game.stat(agent, st.attack_blocked()) += 1.0f;
+        game.stat(agent, st.attack_blocked()) += 1.0;
         return true;
       }
     }
-    game.stat(agent, st.attack_hit()) += 1.0f;
+    game.stat(agent, st.attack_hit()) += 1.0;
     const bool was_frozen = target.frozen > 0;
     target.frozen = rules.spec.agent.freeze_duration;
     if (!was_frozen) {
@@ -147,10 +149,10 @@ class Attack final : public ActionHandler {
         const int n = game.give_agent(agent, item, held);
         if (n <= 0) continue;
         game.take_agent(found, item, n);
-        game.stat(agent, st.stolen(item)) += static_cast<float>(n);
+        game.stat(agent, st.stolen(item)) += n;
         stole = true;
       }
-      if (stole) game.stat(agent, st.attack_steals()) += 1.0f;
+      if (stole) game.stat(agent, st.attack_steals()) += 1.0;
     }
     return true;
   }

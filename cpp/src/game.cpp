@@ -1,6 +1,7 @@
 #include "mettagrid/game.hpp"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
 
@@ -18,7 +19,7 @@ Game::Game(std::shared_ptr<const Rules> rules, int index)
   pad_ = rules_->pad;
   order_.resize(num_agents_);
   agents_.reserve(num_agents_);
-  stats_.assign(static_cast<size_t>(rules_->stats.size()) * num_agents_, 0.0f);
+  stats_.assign(static_cast<size_t>(rules_->stats.size()) * num_agents_, 0.0);
   game_stats_.assign(rules_->game_stat_names.size(), 0.0);
 }
 
@@ -51,7 +52,7 @@ int Game::add_object(int type_index, int r, int c) {
   cells_[cell(r, c)].object = id;
   game_stats_[type_index] += 1.0;
   if (o.is_converter && os.initial_resource_count > 0)
-    for (const auto& p : os.outputs) inv(id, p.first) += os.initial_resource_count;
+    for (const auto& p : os.outputs) add_to_converter(id, p.first, os.initial_resource_count);
   return id;
 }
 
@@ -70,10 +71,9 @@ int Game::add_agent(int r, int c) {
   a.object = id;
   a.group = static_cast<uint8_t>(spec_.agent.group_id);
   agents_.push_back(a);
-  for (int i = 0; i < num_items_; ++i) {
-    const int n = std::min(spec_.agent.initial_inventory[i], spec_.agent.resource_limits[i]);
-    inv(id, i) = n;
-  }
+  // Initial inventory, item by item in id order, within the item's limit and its shared limits.
+  const int agent = static_cast<int>(agents_.size()) - 1;
+  for (int i = 0; i < num_items_; ++i) inv(id, i) = std::min(spec_.agent.initial_inventory[i], agent_room(agent, i));
   return id;
 }
 
@@ -129,7 +129,7 @@ void Game::reset(uint64_t base_seed, int episode, uint8_t* obs) {
   agents_.clear();
   events_.clear();
   event_seq_ = 0;
-  std::fill(stats_.begin(), stats_.end(), 0.0f);
+  std::fill(stats_.begin(), stats_.end(), 0.0);
   std::fill(game_stats_.begin(), game_stats_.end(), 0.0);
   tokens_written_ = tokens_dropped_ = 0;
   if (spec_.map.kind == "ascii") build_ascii();
@@ -170,9 +170,9 @@ int Game::agent_room(int agent, int item) const {
   int room = spec_.agent.resource_limits[item] - inventory(obj, item);
   for (int g : rules_->item_groups[item]) {
     const SharedLimit& sl = spec_.agent.shared_limits[g];
-    int sum = 0;
+    int64_t sum = 0;
     for (int i : sl.items) sum += inventory(obj, i);
-    room = std::min(room, sl.limit - sum);
+    room = static_cast<int>(std::min<int64_t>(room, sl.limit - sum));
   }
   return std::max(room, 0);
 }
@@ -181,7 +181,7 @@ int Game::give_agent(int agent, int item, int amount) {
   const int n = std::min(amount, agent_room(agent, item));
   if (n <= 0) return 0;
   inv(agents_[agent].object, item) += n;
-  stat(agent, rules_->stats.gained(item)) += static_cast<float>(n);
+  stat(agent, rules_->stats.gained(item)) += n;
   return n;
 }
 
@@ -190,7 +190,7 @@ int Game::take_agent(int agent, int item, int amount) {
   const int n = std::min(amount, static_cast<int>(held));
   if (n <= 0) return 0;
   held -= n;
-  stat(agent, rules_->stats.lost(item)) += static_cast<float>(n);
+  stat(agent, rules_->stats.lost(item)) += n;
   return n;
 }
 
@@ -210,34 +210,50 @@ void Game::schedule(int64_t at, int object, uint8_t kind) {
   std::push_heap(events_.begin(), events_.end(), EventLater());
 }
 
-void Game::maybe_start(int id) {
-  Object& o = objects_[id];
-  if (!o.is_converter || o.converting || o.cooling) return;
-  const ObjectSpec& os = spec_.objects[o.type_index];
-  if (os.inputs.empty() && os.outputs.empty()) return;  // would convert forever doing nothing
-  int out = 0;
-  for (const auto& p : os.outputs) out += inv(id, p.first);
-  if (out >= os.max_output) return;
-  for (const auto& p : os.inputs)
-    if (inv(id, p.first) < p.second) return;
-  for (const auto& p : os.inputs) inv(id, p.first) -= p.second;
-  o.converting = true;
-  if (os.conversion_ticks > 0) schedule(tick_ + os.conversion_ticks, id, 0);
-  else finish_conversion(id);
+int Game::add_to_converter(int id, int item, int64_t amount) {
+  int32_t& held = inv(id, item);
+  const int64_t n = std::min<int64_t>(amount, INT32_MAX - static_cast<int64_t>(held));
+  if (n <= 0) return 0;
+  held += static_cast<int32_t>(n);
+  return static_cast<int>(n);
 }
 
-void Game::finish_conversion(int id) {
+// Starts conversions while the converter may: a loop, not a recursion, because with
+// conversion_ticks 0 and cooldown 0 a conversion finishes and the next one starts within the same
+// call (up to max_output times). Rules refuses zero-time cycles that never change the inventory.
+void Game::maybe_start(int id) {
+  Object& o = objects_[id];
+  if (!o.is_converter) return;
+  const ObjectSpec& os = spec_.objects[o.type_index];
+  if (os.inputs.empty() && os.outputs.empty()) return;  // would convert forever doing nothing
+  while (!o.converting && !o.cooling) {
+    int64_t out = 0;  // 64 bits: outputs held may each be near INT32_MAX
+    for (const auto& p : os.outputs) out += inv(id, p.first);
+    if (out >= os.max_output) return;
+    for (const auto& p : os.inputs)
+      if (inv(id, p.first) < p.second) return;
+    for (const auto& p : os.inputs) inv(id, p.first) -= p.second;
+    o.converting = true;
+    if (os.conversion_ticks > 0) {
+      schedule(tick_ + os.conversion_ticks, id, 0);
+      return;
+    }
+    if (!finish_conversion(id)) return;
+  }
+}
+
+bool Game::finish_conversion(int id) {
   Object& o = objects_[id];
   const ObjectSpec& os = spec_.objects[o.type_index];
   o.converting = false;
-  for (const auto& p : os.outputs) inv(id, p.first) += p.second;
+  for (const auto& p : os.outputs) add_to_converter(id, p.first, p.second);
   if (os.cooldown > 0) {
     o.cooling = true;
     o.cooldown_end = tick_ + os.cooldown;
     schedule(o.cooldown_end, id, 1);
-  } else {
-    maybe_start(id);
+    return false;
   }
+  return true;
 }
 
 void Game::fire_events() {
@@ -246,7 +262,7 @@ void Game::fire_events() {
     const Event e = events_.back();
     events_.pop_back();
     if (e.kind == 0) {
-      finish_conversion(e.object);
+      if (finish_conversion(e.object)) maybe_start(e.object);
     } else {
       objects_[e.object].cooling = false;
       maybe_start(e.object);
@@ -257,18 +273,28 @@ void Game::fire_events() {
 // ---------------------------------------------------------------------------------------------
 // A step
 
+// The last_reward token: round(r * 100) as a uint8, wrapping like the original's cast (so a penalty of
+// 0.01 shows as 255). Out-of-range and NaN rewards are first brought into a range where every step is
+// defined behaviour.
+static inline uint8_t reward_byte(float r) {
+  double v = static_cast<double>(r) * 100.0;
+  if (!(v == v)) v = 0.0;
+  v = std::max(-1e9, std::min(1e9, v));
+  return static_cast<uint8_t>(static_cast<uint64_t>(static_cast<int64_t>(std::llround(v))) & 0xFF);
+}
+
 void Game::act(int agent, int32_t action) {
   Agent& a = agents_[agent];
   if (a.frozen > 0) {  // skipped: neither success nor failure (the counter runs down at step start)
-    stat(agent, rules_->stats.frozen_ticks()) += 1.0f;
+    stat(agent, rules_->stats.frozen_ticks()) += 1.0;
     a.last_action = (action >= 0 && action < rules_->num_actions) ? action : rules_->noop_action;
     a.last_action_arg = (action >= 0 && action < rules_->num_actions) ? rules_->action_arg[action] : 0;
     a.last_success = false;
     return;
   }
   if (action < 0 || action >= rules_->num_actions) {  // tolerated: a failed noop
-    stat(agent, rules_->stats.invalid()) += 1.0f;
-    stat(agent, rules_->stats.failed(rules_->noop_action)) += 1.0f;
+    stat(agent, rules_->stats.invalid()) += 1.0;
+    stat(agent, rules_->stats.failed(rules_->noop_action)) += 1.0;
     a.last_action = rules_->noop_action;
     a.last_action_arg = 0;
     a.last_success = false;
@@ -311,6 +337,9 @@ void Game::step(const int32_t* actions, uint8_t* obs, float* rewards) {
     if (!(act_id >= 0 && act_id < num_actions && kinds[act_id] == ActionKind::Attack)) act(a, act_id);
   }
 
+  // As in the original, observations are written before this step's rewards are computed, so the
+  // last_reward token carries only the failure penalties collected in this step's actions.
+  for (auto& ag : agents_) ag.reward_token = ag.penalty == 0.0f ? 0 : reward_byte(-ag.penalty);
   for (int a = 0; a < num_agents_; ++a) write_obs(a, obs + static_cast<size_t>(a) * num_tokens_ * 3);
 
   for (int a = 0; a < num_agents_; ++a) {
@@ -335,6 +364,7 @@ void Game::step(const int32_t* actions, uint8_t* obs, float* rewards) {
 // Observations
 
 static inline uint8_t clamp255(int64_t v) { return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v)); }
+
 
 namespace {
 // Token writer for one agent's observation: tokens past the limit are counted, not written.
@@ -364,7 +394,7 @@ void Game::write_obs(int agent, uint8_t* out) {
         spec_.max_steps > 0 ? clamp255(std::llround(static_cast<double>(tick_) / spec_.max_steps * 255.0)) : 0);
   w.put(centre, feature::kLastAction, clamp255(ag.last_action));
   w.put(centre, feature::kLastActionArg, clamp255(ag.last_action_arg));
-  w.put(centre, feature::kLastReward, clamp255(std::lround(ag.current_reward * 100.0f)));
+  w.put(centre, feature::kLastReward, ag.reward_token);
 
   const Cell* base = cells_.data() + cell(self.row, self.col);
   const ObsOffset* offs = rules_->obs_offsets.data();

@@ -41,9 +41,35 @@ Rules::Rules(GameSpec s) : spec(std::move(s)) {
   auto check_item = [&](int item) {
     if (item < 0 || item >= n_items) throw std::invalid_argument("spec: item id out of range");
   };
+  // The pydantic config refuses all of these with the field's name; a hand-made spec is checked here
+  // too, so that the engine never runs on values its arithmetic was not written for.
+  auto fail = [](const std::string& what) { throw std::invalid_argument("spec: " + what); };
+  if (spec.max_steps < 0) fail("max_steps must be >= 0");
+  if (spec.agent.freeze_duration < 0) fail("agent.freeze_duration must be >= 0");
+  for (int i = 0; i < n_items; ++i) {
+    if (spec.agent.resource_limits[i] < 0 || spec.agent.resource_limits[i] > kMaxItemCount)
+      fail("agent.resource_limits must be in 0.." + std::to_string(kMaxItemCount));
+    if (spec.agent.initial_inventory[i] < 0) fail("agent.initial_inventory must be >= 0");
+  }
+  for (const auto& g : spec.agent.shared_limits)
+    if (g.limit < 0) fail("agent.shared_limits: limit must be >= 0");
   for (const auto& o : spec.objects) {
     for (const auto& p : o.inputs) check_item(p.first);
     for (const auto& p : o.outputs) check_item(p.first);
+    for (const auto* v : {&o.inputs, &o.outputs})
+      for (const auto& p : *v)
+        if (p.second <= 0) fail("objects." + o.name + ": recipe amounts must be positive");
+    if (o.max_output < 0 || o.conversion_ticks < 0 || o.cooldown < 0 || o.initial_resource_count < 0)
+      fail("objects." + o.name + ": max_output, conversion_ticks, cooldown and initial_resource_count must be >= 0");
+    // A zero-time cycle that gives back exactly what it takes would run forever within one tick.
+    if (!o.is_wall && o.conversion_ticks == 0 && o.cooldown == 0 && !(o.inputs.empty() && o.outputs.empty())) {
+      std::vector<long long> net(n_items, 0);
+      for (const auto& p : o.outputs) net[p.first] += p.second;
+      for (const auto& p : o.inputs) net[p.first] -= p.second;
+      if (std::all_of(net.begin(), net.end(), [](long long d) { return d == 0; }))
+        fail("objects." + o.name + ": with conversion_ticks 0 and cooldown 0 its outputs must differ from its "
+             "inputs (it would convert forever in one tick)");
+    }
   }
   for (const auto& p : spec.attack_cost) check_item(p.first);
   for (const auto& p : spec.attack_defense) check_item(p.first);

@@ -35,6 +35,7 @@ struct Agent {
   float current_reward = 0.0f, total_reward = 0.0f;
   float score = 0.0f;       // sum_i min(count_i * weight_i, cap_i) after the last reward
   float penalty = 0.0f;     // failure penalties collected this step
+  uint8_t reward_token = 0; // the last_reward token: this step's penalties as round(-penalty * 100) mod 256
 };
 
 struct Event {
@@ -50,7 +51,7 @@ struct EpisodeRecord {
   int episode = 0;
   int64_t steps = 0;
   std::vector<float> rewards;      // [num_agents] episode returns
-  std::vector<float> agent_stats;  // [num_stats * num_agents], stat-major
+  std::vector<double> agent_stats;  // [num_stats * num_agents], stat-major (exact counts past 2^24)
   std::vector<double> game_stats;  // [game_stat_names]
 };
 
@@ -88,7 +89,9 @@ class Game {
   int give_agent(int agent, int item, int amount);        // adds within limits, returns the amount added
   int take_agent(int agent, int item, int amount);        // removes up to amount, returns the amount removed
   void converter_changed(int object) { maybe_start(object); }
-  float& stat(int agent, int stat_id) { return stats_[static_cast<size_t>(stat_id) * num_agents_ + agent]; }
+  // Adds `amount` (>= 0) to a converter's count of `item`, saturating at INT32_MAX; returns what was added.
+  int add_to_converter(int object, int item, int64_t amount);
+  double& stat(int agent, int stat_id) { return stats_[static_cast<size_t>(stat_id) * num_agents_ + agent]; }
   Agent& agent(int a) { return agents_[a]; }
   Object& object(int id) { return objects_[id]; }
 
@@ -101,7 +104,7 @@ class Game {
   void init_grid(int h, int w);
   void schedule(int64_t at, int object, uint8_t kind);
   void maybe_start(int object);
-  void finish_conversion(int object);
+  bool finish_conversion(int object);  // adds the outputs; returns whether it may start again at once
   void fire_events();
   void act(int agent, int32_t action);
   void write_obs(int agent, uint8_t* out);
@@ -126,7 +129,7 @@ class Game {
   std::vector<Agent> agents_;
   std::vector<Event> events_;
   uint64_t event_seq_ = 0;
-  std::vector<float> stats_;
+  std::vector<double> stats_;
   std::vector<double> game_stats_;
   std::vector<int32_t> order_;
   std::vector<int32_t> scratch_;

@@ -57,12 +57,22 @@ struct GameSpec {
   MapSpec map;
 };
 
-// Observation feature ids (envs/config.py FEATURES).
+// Observation feature ids and names: the original's table (snapshot R), mirrored by envs/config.py
+// FEATURES (tests/test_engine_hardening.py checks that they agree). Ids 4, 12, 13, 15 and 16 are named
+// for compatibility and never emitted; inventory of item i is kInventoryBase + i.
 namespace feature {
-constexpr uint8_t kTypeId = 0, kGroup = 1, kFrozen = 2, kOrientation = 3, kConverting = 5, kSwappable = 6,
-                  kEpisodeCompletion = 7, kLastAction = 8, kLastActionArg = 9, kLastReward = 10, kGlyph = 11,
-                  kCooldownRemaining = 14, kInventoryBase = 17;
-}
+constexpr uint8_t kTypeId = 0, kGroup = 1, kFrozen = 2, kOrientation = 3, kReserved = 4, kConverting = 5,
+                  kSwappable = 6, kEpisodeCompletion = 7, kLastAction = 8, kLastActionArg = 9, kLastReward = 10,
+                  kGlyph = 11, kVisitationCounts = 12, kTag = 13, kCooldownRemaining = 14, kClipped = 15,
+                  kRemainingUses = 16, kInventoryBase = 17;
+constexpr const char* kNames[kInventoryBase] = {
+    "type_id", "agent:group", "agent:frozen", "agent:orientation", "agent:reserved_for_future_use",
+    "converting", "swappable", "episode_completion_pct", "last_action", "last_action_arg", "last_reward",
+    "agent:glyph", "agent:visitation_counts", "tag", "cooldown_remaining", "clipped", "remaining_uses"};
+}  // namespace feature
+
+// The largest count an agent may hold of one item: inventory tokens carry one byte.
+constexpr int kMaxItemCount = 255;
 
 // What a flat action id does.
 enum class ActionKind : uint8_t { Noop, Move, PutItems, GetItems, Attack, Rotate, Swap, ChangeGlyph };

@@ -94,7 +94,7 @@ class MettaGridPettingZooEnv(ParallelEnv):
         term_d = dict(zip(agents, terminals.tolist()))
         trunc_d = dict(zip(agents, truncations.tolist()))
         infos: dict[str, dict] = {a: {} for a in agents}
-        if terminals.any() or truncations.any():  # the game ended: every agent's episode with it
+        if self.engine.games_done()[0]:  # the game ended: every agent's episode with it
             for stats in self.engine.episode_stats():
                 for a, info in zip(agents, agent_episode_infos(stats)):
                     infos[a]["episode_stats"] = info
@@ -102,30 +102,34 @@ class MettaGridPettingZooEnv(ParallelEnv):
         return obs_d, rew_d, term_d, trunc_d, infos
 
     def _check_actions(self, actions) -> None:
+        """Validates `actions` and writes them into `self._actions` (agent order)."""
         if not isinstance(actions, dict):
             raise ValueError(f"MettaGridPettingZooEnv: actions must be a dict {{agent: action}}, "
                              f"got {type(actions).__name__}")
-        if len(actions) != len(self.agents) or not all(a in actions for a in self.agents):
-            missing = [a for a in self.agents if a not in actions]
-            extra = [a for a in actions if a not in self._index or a not in self.agents]
+        agents = self.agents
+        try:
+            values = [actions[a] for a in agents]
+        except KeyError:
+            values = None
+        if values is None or len(actions) != len(agents):
+            missing = [a for a in agents if a not in actions]
+            extra = [a for a in actions if a not in self._index or a not in agents]
             parts = []
             if missing:
                 parts.append(f"missing actions for live agents {missing}")
             if extra:
                 parts.append(f"actions for unknown or finished agents {extra}")
-            raise ValueError(f"MettaGridPettingZooEnv: {'; '.join(parts)} (live agents: {len(self.agents)})")
-        acts = self._actions
-        for i, a in enumerate(self.agents):
-            v = actions[a]
-            if type(v) is not int and not _is_int(v):
-                raise ValueError(f"MettaGridPettingZooEnv: action for {a} must be an int in "
-                                 f"Discrete({self.num_actions}), got {v!r} of type {type(v).__name__}")
-            acts[i] = v
-        bad_rows = np.flatnonzero((acts < 0) | (acts >= self.num_actions))
-        if bad_rows.size:
-            a = self.agents[bad_rows[0]]
+            raise ValueError(f"MettaGridPettingZooEnv: {'; '.join(parts)} (live agents: {len(agents)})")
+        if not set(map(type, values)) <= _INT_TYPES:  # the slow path: find the offender, accept 0-d int arrays
+            for a, v in zip(agents, values):
+                if not _is_int(v):
+                    raise ValueError(f"MettaGridPettingZooEnv: action for {a} must be an int in "
+                                     f"Discrete({self.num_actions}), got {v!r} of type {type(v).__name__}")
+        if min(values) < 0 or max(values) >= self.num_actions:
+            a = next(a for a, v in zip(agents, values) if not 0 <= v < self.num_actions)
             raise ValueError(f"MettaGridPettingZooEnv: action {actions[a]!r} for {a} is outside "
                              f"Discrete({self.num_actions}) (valid ids 0..{self.num_actions - 1})")
+        self._actions[:] = values
 
     def render(self):
         if self.render_mode is None:
@@ -134,6 +138,9 @@ class MettaGridPettingZooEnv(ParallelEnv):
 
     def close(self) -> None:
         self.engine.close()
+
+
+_INT_TYPES = {int, np.int64, np.int32, np.int16, np.int8, np.uint64, np.uint32, np.uint16, np.uint8}
 
 
 def _is_int(v) -> bool:

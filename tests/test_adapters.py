@@ -107,6 +107,8 @@ def test_gym_bad_input():
     env = MettaGridGymEnv(one_agent(max_steps=3))
     with pytest.raises(gymnasium.error.ResetNeeded, match="reset\\(\\) before step"):
         env.step(0)
+    with pytest.raises(ValueError, match="seed must be a non-negative int or None, got -1"):
+        env.reset(seed=-1)
     env.reset(seed=0)
     n = env.action_space.n
     with pytest.raises(gymnasium.error.InvalidAction, match=f"action {n} is outside Discrete\\({n}\\)"):

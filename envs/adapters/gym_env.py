@@ -56,8 +56,8 @@ class MettaGridGymEnv(gymnasium.Env):
         self._needs_reset = True
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
         seed = check_seed(seed, "MettaGridGymEnv.reset", allow_none=True)
+        super().reset(seed=seed)
         if seed is not None:
             self._seed = seed
             self.engine.reset(seed)

@@ -1,7 +1,8 @@
 """Periodic policy artifacts and full training state, for upload and exact resume.
 
-Every `epoch_interval` epochs, and when fit ends, `PolicyCheckpoint` writes into the run's local
-checkpoint directory (default `$METTA_DATA_DIR/<run>/checkpoints`, `./train_dir` by default):
+Every `epoch_interval` epochs, and when fit ends, `PolicyCheckpoint` writes into `<run folder>/checkpoints`
+(`metta_lightning.run_folder`: the Trainer's `default_root_dir`, which the CLI sets to
+`$METTA_DATA_DIR/<run>`, `./train_dir/<run>` by default; the run's name is the folder's):
 
 - `<run>:v<epoch>.mpt`: the policy artifact (`metta_lightning.checkpoint`), loadable without the config;
 - `<run>:v<epoch>.ckpt`: the full training state, `trainer.save_checkpoint` (weights, optimizer moments,
@@ -13,12 +14,11 @@ checkpoint directory (default `$METTA_DATA_DIR/<run>/checkpoints`, `./train_dir`
 
 `<epoch>` counts completed epochs, so a run resumed from `v4` writes `v5`, `v6`, ... Both files are
 written atomically: a temporary name that never matches `<run>:v<N>.<ext>`, fsync, then `os.replace`.
-The directory must be local; use `callbacks.upload.UploadCallback` (it is told about each new file) to
-copy them to a bucket. Pointing Lightning's `ModelCheckpoint` at a remote dirpath is what triggers
+The directory is local; `callbacks.upload.UploadCallback` copies the run folder to a bucket. Pointing Lightning's `ModelCheckpoint` at a remote dirpath is what triggers
 Lightning#21813 (it deletes the remote checkpoint a run resumed from); we never delete remote files,
 and locally only states older than the newest `keep_states` (never `.mpt` artifacts).
 
-Resume: `fit --ckpt_path last` picks the newest complete `<run>:v<N>.ckpt` in this directory (or starts
+Resume: `fit --ckpt_path last` picks the newest complete `<run>:v<N>.ckpt` in the run folder (or starts
 fresh if there is none); `--ckpt_path <uri>` accepts any path, fsspec URL (`s3://...`, downloaded to a
 local cache first, so Lightning never resumes from a remote path), `<dir>/:latest`, or a run name.
 `resolve_ckpt_path(trainer, ckpt_path)` does that resolution; `MettaCLI.before_fit` calls it.
@@ -33,7 +33,7 @@ it (the default) a resumed run restarts the games from the same derived seed but
 its games running, so the two differ in data from the resume point on.
 
 DDP: every rank takes part in `save` (the state is gathered and written by rank zero alone, which also
-writes the artifact, announces uploads and prunes). The state holds every rank's RNG states; on resume
+writes the artifact and prunes). The state holds every rank's RNG states; on resume
 rank r takes back the states rank r saved and restarts its games from seed + 1000 * r. The weights and
 optimizer state are the same on every rank, so a state loads on any number of ranks; exact resume holds
 only on the same world size (with more ranks, the new ones keep their own fresh RNG streams; with
@@ -55,6 +55,7 @@ import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 
 from metta_lightning import checkpoint as ck
+from metta_lightning.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -94,22 +95,17 @@ class PolicyCheckpoint(Callback):
     epochs and at the end of fit (see the module doc).
 
     Args:
-        run: run name (letters, digits, `_.-`); default: the logger's name, else "run".
-        dirpath: local directory; default `$METTA_DATA_DIR/<run>/checkpoints`.
         epoch_interval: write every this many completed epochs (and always at the end).
         keep_states: keep only the newest this many `.ckpt` states locally (<= 0: keep all).
         exact_resume: restart the games from a derived seed and rewind the RNGs at each checkpoint so a
             resumed run is bit-identical to an uninterrupted one (abandons games in flight).
     """
 
-    def __init__(self, run: Optional[str] = None, dirpath: Optional[str] = None, epoch_interval: int = 1,
-                 keep_states: int = 2, exact_resume: bool = False) -> None:
+    def __init__(self, epoch_interval: int = 1, keep_states: int = 2, exact_resume: bool = False) -> None:
         if epoch_interval < 1:
             raise ValueError(f"epoch_interval must be >= 1, got {epoch_interval}")
-        if run is not None:
-            ck.check_run_name(run)
-        self.run = run
-        self.dirpath = dirpath
+        self.run: Optional[str] = None       # the run folder's name and
+        self.dirpath: Optional[str] = None   # its checkpoints/, fixed at setup
         self.epoch_interval = epoch_interval
         self.keep_states = keep_states
         self.exact_resume = exact_resume
@@ -127,17 +123,9 @@ class PolicyCheckpoint(Callback):
 
     # -- paths ---------------------------------------------------------------------------------------
     def resolve_paths(self, trainer: pl.Trainer) -> str:
-        """Fix the run name and the (local, absolute) directory; returns the directory."""
-        if self.run is None:
-            name = getattr(trainer.logger, "name", None) if trainer.logger is not None else None
-            self.run = name if isinstance(name, str) and ck.RUN_NAME_RE.match(name) else "run"
-        if self.dirpath is None:
-            self.dirpath = ck.run_checkpoint_dir(self.run)
-        fs, _ = ck._filesystem(self.dirpath)
-        if not ck.is_local(fs):
-            raise ValueError(f"PolicyCheckpoint(dirpath={self.dirpath!r}): the checkpoint directory must be local; "
-                             "copy checkpoints to a bucket with callbacks.upload.UploadCallback(remote_prefix=...)")
-        self.dirpath = os.path.abspath(fs._strip_protocol(self.dirpath))
+        """Fix the run name and the checkpoint directory from the run folder; returns the directory."""
+        folder = RunFolder.of(trainer)
+        self.run, self.dirpath = folder.name, folder.checkpoints
         return self.dirpath
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -145,11 +133,6 @@ class PolicyCheckpoint(Callback):
         if trainer.is_global_zero:
             os.makedirs(self.dirpath, exist_ok=True)
             self._remove_stale_temporaries()
-        from callbacks.upload import UploadCallback
-
-        for cb in trainer.callbacks:
-            if isinstance(cb, UploadCallback):
-                cb.watch_dir(self.dirpath)
 
     def latest_state(self) -> Optional[str]:
         """Path of the newest complete `<run>:v<N>.ckpt` in `dirpath`, or None."""
@@ -189,9 +172,6 @@ class PolicyCheckpoint(Callback):
             path = self._write_artifact(trainer, pl_module, self.last_saved_epoch)
             if path:
                 log.info("checkpoint: wrote the missing artifact %s of the state resumed from", path)
-                from callbacks.upload import announce
-
-                announce(trainer, path)
         # A resumed run restarts its games from the seed of the epoch it resumes at (the straight run did
         # the same at that checkpoint when exact_resume is on); never the games of epoch 0 again.
         dm = trainer.datamodule
@@ -234,7 +214,7 @@ class PolicyCheckpoint(Callback):
 
     # -- writing -------------------------------------------------------------------------------------
     def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
-        """Write the artifact and the state for `epoch` (atomically), then announce them for upload."""
+        """Write the artifact, then the state, for `epoch` (each atomically)."""
         name_state = ck.artifact_name(self.run, epoch, STATE_SUFFIX)
         self.last_saved_epoch = epoch
         self._rng_at_save = rng_state()
@@ -259,11 +239,6 @@ class PolicyCheckpoint(Callback):
             os.replace(tmp, final_state)
             self.saved.append(final_state)
             log.info("checkpoint: epoch %d -> %s%s", epoch, final_state, f", {final_mpt}" if final_mpt else "")
-            from callbacks.upload import announce
-
-            for path in (final_mpt, final_state):
-                if path:
-                    announce(trainer, path)
             self._prune()
         trainer.strategy.barrier("PolicyCheckpoint.save")
         if self.exact_resume:
@@ -305,21 +280,15 @@ def resolve_ckpt_path(trainer: pl.Trainer, ckpt_path: Optional[str]) -> Optional
     """The local file `fit(ckpt_path=...)` should resume from (see the module doc); None: start fresh."""
     if not ckpt_path:
         return None
-    cbs = [cb for cb in trainer.callbacks if isinstance(cb, PolicyCheckpoint)]
+    folder = RunFolder.of(trainer)
     if ckpt_path == "last":
-        if not cbs:
-            raise ValueError("--ckpt_path last needs a PolicyCheckpoint callback (it names the run directory)")
-        cb = cbs[0]
-        explicit_run = cb.run is not None
-        dirpath = cb.resolve_paths(trainer)
-        run = cb.run if explicit_run else None
-        if not os.path.isdir(dirpath):
-            log.warning("--ckpt_path last: no checkpoint directory %s; starting fresh", dirpath)
+        if not os.path.isdir(folder.checkpoints):
+            log.warning("--ckpt_path last: no checkpoint directory %s; starting fresh", folder.checkpoints)
             return None
         try:
-            found = ck.latest_artifact(dirpath, run=run, suffix=STATE_SUFFIX)
+            found = ck.latest_artifact(folder.checkpoints, run=folder.name, suffix=STATE_SUFFIX)
         except ck.CheckpointError:
-            log.warning("--ckpt_path last: no complete state in %s; starting fresh", dirpath)
+            log.warning("--ckpt_path last: no complete state in %s; starting fresh", folder.checkpoints)
             return None
         log.info("--ckpt_path last: resuming from %s", found.path)
         return found.path
@@ -329,7 +298,7 @@ def resolve_ckpt_path(trainer: pl.Trainer, ckpt_path: Optional[str]) -> Optional
             raise ck.CheckpointError(f"{ckpt_path}: checkpoint not found ({res.path})")
         return ck.check_training_state(res.path, ckpt_path)
     # Remote: download to a local cache (never resume Lightning from a remote path: Lightning#21813).
-    cache = os.path.join(cbs[0].resolve_paths(trainer) if cbs else ck.data_dir(), ".resume-cache")
+    cache = os.path.join(folder.checkpoints, ".resume-cache")
     os.makedirs(cache, exist_ok=True)
     local = os.path.join(cache, res.path.rsplit("/", 1)[-1])
     ck.write_bytes_atomic(local, ck.read_bytes(res))

@@ -1,15 +1,15 @@
 """Periodic evaluation of the policy being trained on a simulation suite.
 
-Every `epoch_interval` completed epochs and when fit ends (a multiple of `PolicyCheckpoint.epoch_interval`, so each
-evaluation names a policy artifact that exists: `<run>:v<epoch>`), on rank zero only, the current policy
-plays every simulation of `suite` on env instances of its own (eval mode, its own RNG, so training's RNG
-streams and games are untouched). Episodes are appended to the run's stats database, `eval/<suite>/score`
-and `eval/<suite>/<sim>` (mean episode return per agent) go to every logger, and the first
-`replay_episodes` episodes of each simulation are kept as replays. Files, by default next to the
-checkpoints (`<run dir>` = the parent of `PolicyCheckpoint.dirpath`, else `$METTA_DATA_DIR/<run>`):
+Every `epoch_interval` completed epochs and when fit ends (the CLI checks that the interval is a multiple of
+`PolicyCheckpoint.epoch_interval`, so each evaluation names a policy artifact that exists: `<run>:v<epoch>`),
+on rank zero only, the current policy plays every simulation of `suite` on env instances of its own (eval
+mode, its own RNG, so training's RNG streams and games are untouched). Episodes are appended to the run's
+stats database, `eval/<suite>/score` and `eval/<suite>/<sim>` (mean episode return per agent) go to every
+logger, and the first `replay_episodes` episodes of each simulation are kept as replays. Files, by default
+in the run folder (`metta_lightning.run_folder`, beside `checkpoints/`; `UploadCallback` copies them):
 
-    <run dir>/eval.duckdb                                  the run's database (`analyze` reads it)
-    <run dir>/replays/<run>/v<epoch>/<suite>/<sim>/*.json.z   (`replay` opens them)
+    <run folder>/eval.duckdb                                  the run's database (`analyze` reads it)
+    <run folder>/replays/<run>/v<epoch>/<suite>/<sim>/*.json.z   (`replay` opens them)
 
 In the background (`background`, on by default under DDP) rank zero evaluates a copy of the weights in
 a thread while training goes on: evaluation is then outside every collective, so however long it takes
@@ -38,6 +38,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from metta_lightning.logging import log_now
+from metta_lightning.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class EvaluateCallback(Callback):
         suite: suite name (`arena`, `smoke`), one simulation (`arena/combat`), a comma list or a YAML file.
         epoch_interval: evaluate after every this many completed epochs; must be a multiple of the
             `PolicyCheckpoint` interval when one is used (never more often than checkpoints).
-        db_uri: the stats database to append to (any fsspec URL); default `<run dir>/eval.duckdb`.
+        db_uri: the stats database to append to (any fsspec URL); default `<run folder>/eval.duckdb`.
         replay_episodes: episodes recorded as replays per simulation (0: none).
         background: evaluate a snapshot of the weights in a thread while training continues (see the
             module doc); None: only when training on more than one rank (DDP).
@@ -91,36 +92,14 @@ class EvaluateCallback(Callback):
         self.last_epoch = state_dict.get("last_epoch")
         self.last_metrics = dict(state_dict.get("last_metrics", {}))
 
-    def _checkpoint_callback(self, trainer: pl.Trainer):
-        from callbacks.checkpoint import PolicyCheckpoint
-
-        return next((cb for cb in trainer.callbacks if isinstance(cb, PolicyCheckpoint)), None)
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        ckpt = self._checkpoint_callback(trainer)
-        if ckpt is not None and self.epoch_interval % ckpt.epoch_interval:
-            raise ValueError(f"EvaluateCallback(epoch_interval={self.epoch_interval}) must be a multiple of "
-                             f"PolicyCheckpoint(epoch_interval={ckpt.epoch_interval}): evaluations name the "
-                             "checkpoint of their epoch")
-
     def resolve_paths(self, trainer: pl.Trainer) -> tuple[str, str]:
-        """The run name, the database URI and the replay folder (fixed at the first evaluation)."""
-        from metta_lightning import checkpoint as ck
-
-        ckpt = self._checkpoint_callback(trainer)
-        if ckpt is not None and ckpt.dirpath is None:
-            ckpt.resolve_paths(trainer)
-        if self.run is None:
-            if ckpt is not None and ckpt.run:
-                self.run = ckpt.run
-            else:
-                name = getattr(trainer.logger, "name", None) if trainer.logger is not None else None
-                self.run = name if isinstance(name, str) and ck.RUN_NAME_RE.match(name) else "run"
-        run_dir = os.path.dirname(ckpt.dirpath) if ckpt is not None else os.path.join(ck.data_dir(), self.run)
+        """The run name, the database URI and the replay folder, from the run folder (fixed at the first call)."""
+        folder = RunFolder.of(trainer)
+        self.run = self.run or folder.name
         if self.db_uri is None:
-            self.db_uri = os.path.join(run_dir, "eval.duckdb")
+            self.db_uri = folder.eval_db
         if self.replay_dir is None:
-            self.replay_dir = os.path.join(run_dir, "replays")
+            self.replay_dir = folder.replays
         return self.db_uri, self.replay_dir
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -163,12 +142,11 @@ class EvaluateCallback(Callback):
         if self.evaluate_at_end and self._trained and final > 0 and self.last_epoch != final:
             self.evaluate(trainer, pl_module, final)
 
-    def _final_epoch(self, trainer: pl.Trainer) -> int:
-        """The epoch the last checkpoint was named after (an epoch cut short by max_time counts), else the
-        epochs completed."""
-        ckpt = self._checkpoint_callback(trainer)
-        saved = ckpt.last_saved_epoch if ckpt is not None else None
-        return int(saved) if saved else int(trainer.current_epoch)
+    @staticmethod
+    def _final_epoch(trainer: pl.Trainer) -> int:
+        """The epoch the run's last checkpoint is named after: the epochs ended, an epoch cut short by
+        max_time or max_steps included (Lightning counts it as ended when fit stops)."""
+        return int(trainer.current_epoch)
 
     def _evaluate_in_thread(self, policy, epoch: int) -> None:
         try:
@@ -215,17 +193,3 @@ class EvaluateCallback(Callback):
         self.last_metrics = metrics
         log_now(trainer, metrics)
         log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-        self._offer_for_upload(trainer)
-
-    def _offer_for_upload(self, trainer: pl.Trainer) -> None:
-        """Hand the database and the replay folder to upload callbacks: `<prefix>/eval.duckdb`, `<prefix>/replays/`
-        beside `<prefix>/checkpoints/`."""
-        from callbacks.upload import UploadCallback
-
-        for cb in trainer.callbacks:
-            if isinstance(cb, UploadCallback) and cb.enabled:
-                if self.replay_dir and os.path.isdir(self.replay_dir):
-                    cb.watch_dir(self.replay_dir)
-                    cb.scan()
-                if self.db_uri and os.path.isfile(self.db_uri):  # a remote db_uri is already where it belongs
-                    cb.enqueue(self.db_uri, key=os.path.basename(self.db_uri))

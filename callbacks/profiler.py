@@ -2,13 +2,10 @@
 
 The trace starts at the beginning of the epoch, before its first rollout is fetched, and stops after
 ``num_steps`` training steps, so each traced step covers one rollout (the dataloader's ``next``) and its
-PPO update; each is marked by a ``TrainStep#<n>`` span. The file ``trace_epoch<E>_rank<R>.json`` goes to ``output_dir``; by default a
-``traces/`` folder inside the run's checkpoint directory: ``<PolicyCheckpoint dirpath>/traces`` (e.g.
-``train_dir/<run>/checkpoints/traces``), else ``<ModelCheckpoint dirpath>/traces``, else
-``<default_root_dir>/traces``. Each trace is announced to ``callbacks.UploadCallback`` (``upload.announce``),
-which copies it to ``<remote_prefix>/checkpoints/traces/`` (the checkpoint folder is one it watches; its
-patterns do not match ``*.json``, hence the announcement). Only rank zero uploads, so only its traces are
-copied. Open a trace in ``chrome://tracing`` or https://ui.perfetto.dev. Its path is logged (Python
+PPO update; each is marked by a ``TrainStep#<n>`` span. The file ``trace_epoch<E>_rank<R>.json`` goes to
+``output_dir``; by default the run folder's ``traces/`` (``metta_lightning.run_folder``, e.g.
+``train_dir/<run>/traces``), which ``callbacks.UploadCallback`` copies to ``<remote_prefix>/traces/``. Only
+rank zero uploads, so only its traces are copied. Open a trace in ``chrome://tracing`` or https://ui.perfetto.dev. Its path is logged (Python
 ``logging`` and, on W&B, the run summary key ``profiler/last_trace``).
 
 Epochs profiled: those where ``(epoch + 1) % epoch_interval == 0`` (the first after ``epoch_interval``
@@ -27,6 +24,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from metta_lightning.run_folder import RunFolder
+
 log = logging.getLogger(__name__)
 
 
@@ -36,7 +35,7 @@ class TorchProfiler(Callback):
     Args:
         epoch_interval: profile epochs ``epoch_interval - 1, 2 * epoch_interval - 1, ...``; 0 disables.
         num_steps: training steps (rollout + update each) captured per trace.
-        output_dir: where traces are written; default ``traces/`` in the run's checkpoint directory.
+        output_dir: where traces are written; default the run folder's ``traces/``.
         record_shapes: also record operator input shapes (bigger traces, more overhead).
     """
 
@@ -65,19 +64,7 @@ class TorchProfiler(Callback):
         return self.epoch_interval > 0 and (epoch + 1) % self.epoch_interval == 0 and epoch > self.last_profiled_epoch
 
     def resolve_dir(self, trainer: pl.Trainer) -> str:
-        if self.output_dir:
-            return self.output_dir
-        from callbacks.checkpoint import PolicyCheckpoint
-
-        # The run's PolicyCheckpoint first: the configs turn Lightning's checkpointing off in its favour.
-        for cb in trainer.callbacks:
-            if isinstance(cb, PolicyCheckpoint):
-                return os.path.join(cb.dirpath or cb.resolve_paths(trainer), "traces")
-        ckpt = trainer.checkpoint_callback
-        dirpath = getattr(ckpt, "dirpath", None) if ckpt is not None else None
-        if dirpath and "://" not in str(dirpath):
-            return os.path.join(str(dirpath), "traces")
-        return os.path.join(trainer.default_root_dir, "traces")
+        return self.output_dir or RunFolder.of(trainer).traces
 
     def _start(self, epoch: int) -> None:
         activities = [torch.profiler.ProfilerActivity.CPU]
@@ -113,9 +100,6 @@ class TorchProfiler(Callback):
         self.trace_paths.append(path)
         rank_zero_info(f"torch profiler: {self._steps} training steps of epoch {self._epoch} traced to {path}")
         log.info("profiler trace written to %s", path)
-        from callbacks.upload import announce
-
-        announce(trainer, path)  # UploadCallback's patterns skip *.json, so it would not find the trace itself
         if trainer.is_global_zero:
             for lg in trainer.loggers:
                 exp = getattr(lg, "experiment", None)

@@ -1,16 +1,18 @@
 """Copy run files (policy artifacts, resume states, replays, eval databases) to object storage.
 
-Training never waits for the bucket: files are queued (`enqueue(path)`, or found by a scan of the
-watched directories at each epoch end) and a single daemon thread uploads them, each as one
+Training never waits for the bucket: files are queued (`enqueue(path)`, or found by a scan of the run
+folder and any other watched directories at each epoch's start and end and when fit ends) and a single
+daemon thread uploads them, each as one
 `put_file` (one PUT, or a multipart upload that S3/GCS publish atomically on completion). A failure is
 logged and retried with exponential back-off (plus jitter) up to `max_attempts`; a dead bucket only
 delays uploads. Pending uploads are flushed when fit ends (and on an exception), waiting at most
 `flush_timeout_s`; whatever is still pending then is logged as not uploaded.
 
-Remote names: a file under a watched directory `D` goes to `<remote_prefix>/<basename(D)>/<path under D>`
-(so watching `train_dir/<run>/checkpoints` with `remote_prefix=s3://bucket/<run>` gives
-`s3://bucket/<run>/checkpoints/<run>:v3.mpt`); any other file to `<remote_prefix>/<basename>`, unless
-`enqueue(path, key=...)` names it. Other callbacks announce files with `announce(trainer, path, key)`.
+Remote names: a file of the run folder (`metta_lightning.run_folder`, watched by default) goes to
+`<remote_prefix>/<path in the run folder>` (with `remote_prefix=s3://bucket/<run>`:
+`s3://bucket/<run>/checkpoints/<run>:v3.mpt`, `s3://bucket/<run>/eval.duckdb`, `.../replays/...`,
+`.../traces/...`); a file under another watched directory `D` to `<remote_prefix>/<basename(D)>/<path
+under D>`; any other file to `<remote_prefix>/<basename>`, unless `enqueue(path, key=...)` names it.
 Only global rank 0 uploads.
 """
 
@@ -30,9 +32,11 @@ import fsspec
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
+from metta_lightning.run_folder import RunFolder
+
 log = logging.getLogger(__name__)
 
-DEFAULT_PATTERNS = ("*.mpt", "*.ckpt", "*.replay*", "*.duckdb", "*.db", "*.json.z")
+DEFAULT_PATTERNS = ("*.mpt", "*.ckpt", "*.replay*", "*.duckdb", "*.db", "*.json.z", "trace_*.json")
 
 
 @dataclass(order=True)
@@ -50,9 +54,9 @@ class UploadCallback(Callback):
     Args:
         remote_prefix: fsspec URL of the destination directory (`s3://bucket/run`, `gs://...`,
             `memory://...`, a local path). None disables the callback.
-        watch: local directories scanned at each epoch end (and at the end) for new or changed files
-            matching `patterns`; hidden files (temporary names) and hidden folders (`.resume-cache/`)
-            are skipped.
+        watch: local directories scanned, besides the run folder, at each epoch's start and end (and at the
+            end) for new or changed files matching `patterns`; hidden files (temporary names) and hidden
+            folders (`.resume-cache/`) are skipped.
         patterns: file-name globs to upload from the watched directories.
         max_attempts: tries per file before it is given up (logged as an error).
         backoff_s: first retry delay; doubled after each failure, capped at `max_backoff_s`.
@@ -89,6 +93,7 @@ class UploadCallback(Callback):
         self._root = None
         self._sleep: Callable[[float], None] = time.sleep
         self._end_deadline: Optional[float] = None  # see _end_wait
+        self._run_root: Optional[str] = None  # the run folder, watched (see setup)
 
     # ------------------------------------------------------------------------------------------- API
 
@@ -166,18 +171,23 @@ class UploadCallback(Callback):
         return not left_over
 
     def close(self, timeout: Optional[float] = None) -> bool:
+        """Flush (at most `timeout` seconds), then stop the worker. A try still under way (a dead bucket's
+        connection timing out) is not waited for beyond the same limit: the thread is a daemon."""
+        deadline = time.monotonic() + (self.flush_timeout_s if timeout is None else timeout)
         ok = self.flush(timeout)
         with self._cv:
             self._stop = True
             self._cv.notify_all()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=min(5.0, max(0.1, deadline - time.monotonic())))
             self._thread = None
         return ok
 
     # ------------------------------------------------------------------------------------------- worker
 
     def _key_for(self, path: str) -> str:
+        if self._run_root and path.startswith(self._run_root + os.sep):
+            return os.path.relpath(path, self._run_root).replace(os.sep, "/")
         for d in self.watch:
             if path.startswith(d + os.sep):
                 return os.path.basename(d) + "/" + os.path.relpath(path, d).replace(os.sep, "/")
@@ -252,8 +262,16 @@ class UploadCallback(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.enabled = trainer.is_global_zero and bool(self.remote_prefix)
+        self._run_root = RunFolder.of(trainer).root
+        self.watch_dir(self._run_root)
         if self.enabled:
-            log.info("upload: %s -> %s", self.watch or "(announced files)", self.remote_prefix)
+            log.info("upload: %s -> %s", self.watch, self.remote_prefix)
+
+    # Other callbacks write into the run folder at epoch ends, before or after this one: a scan at the next
+    # epoch's start (and at the end) finds what they wrote.
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.enabled:
+            self.scan()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.enabled:
@@ -279,16 +297,6 @@ class UploadCallback(Callback):
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.enabled:
+            self.scan()  # what other callbacks wrote when fit ended (the last evaluation's database and replays)
             self.close(timeout=self._end_wait(min(self.flush_timeout_s, 60.0)) if self._pending else 0)
             self._end_deadline = None
-
-
-def announce(trainer: pl.Trainer, path: str, key: Optional[str] = None) -> bool:
-    """Queue `path` on every `UploadCallback` of `trainer` (for callbacks that write files). Returns
-    whether any callback took it."""
-    took = False
-    for cb in trainer.callbacks:
-        if isinstance(cb, UploadCallback) and cb.enabled and cb.remote_prefix:
-            cb.enqueue(path, key)
-            took = True
-    return took

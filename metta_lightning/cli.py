@@ -90,11 +90,36 @@ class MettaCLI(LightningCLI):
                                   f"({type(e).__name__}: {e})") from None
 
     def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
         # Lightning checks max_time only when it builds its Timer, with a traceback; say it here, in one line.
-        max_time = self.config.get(self.subcommand, {}).get("trainer", {}).get("max_time") if self.subcommand else None
+        max_time = cfg["trainer"].get("max_time")
         if isinstance(max_time, str) and not re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", max_time.strip()):
             raise ValueError(f"trainer.max_time: expected DD:HH:MM:SS (e.g. 00:00:30:00 for 30 minutes), "
                              f"got {max_time!r}")
+        self._own_run_folder(cfg)
+
+    @staticmethod
+    def _own_run_folder(cfg) -> None:
+        """The Trainer's `default_root_dir` is the run folder (`metta_lightning.run_folder`): `$METTA_DATA_DIR/<run>`
+        with the run named by `--run`, else the logger's name, else "run". A `default_root_dir` given
+        explicitly is the run folder itself (its name is the run's)."""
+        from metta_lightning.checkpoint import check_run_name
+        from metta_lightning.run_folder import RunFolder
+
+        run, root = cfg.get("run"), cfg["trainer"].get("default_root_dir")
+        if root:
+            name = os.path.basename(os.path.normpath(str(root)))
+            if run is not None and run != name:
+                raise ValueError(f"run {run!r} and trainer.default_root_dir={root!r} name different runs (the run "
+                                 "folder's name is the run's): give one of them")
+            check_run_name(name, f"trainer.default_root_dir={root}")
+            cfg["run"] = name
+            return
+        if run is None:
+            run = _logger_name(cfg["trainer"].get("logger")) or "run"
+        check_run_name(run, "--run")
+        cfg["run"] = run
+        cfg["trainer"]["default_root_dir"] = RunFolder.for_run(run).root
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -105,8 +130,9 @@ class MettaCLI(LightningCLI):
         parser.link_arguments("data.env_info", "model.env_info", apply_on="instantiate")
         parser.add_argument(
             "--run", type=Optional[str], default=None,
-            help="Run name: checkpoints go to $METTA_DATA_DIR/<run>/checkpoints (default ./train_dir), it names the "
-                 "W&B run and `--ckpt_path last` resumes it. Default: PolicyCheckpoint's `run`, else the logger's name.")
+            help="Run name: the run's folder is $METTA_DATA_DIR/<run> (default ./train_dir/<run>; checkpoints, "
+                 "eval.duckdb, replays, traces), it names the W&B run and `--ckpt_path last` resumes it. Default: "
+                 "the logger's name, else 'run'.")
         # Always-on observability callbacks, each configurable: --monitor.interval_s, --profiler.epoch_interval,
         # --grad_stats.every_n_updates, --logger_run_id.reattach (keeps the W&B run id across resumes).
         parser.add_lightning_class_args(LoggerRunId, "logger_run_id")
@@ -133,25 +159,30 @@ class MettaCLI(LightningCLI):
         from callbacks.checkpoint import resolve_ckpt_path
 
         cfg = self.config_init[self.subcommand]
-        self._apply_run_name(cfg.get("run"))
+        self._name_wandb_run(cfg.get("run"))
+        self._check_evaluation_interval()
         if cfg.get("ckpt_path"):
             cfg["ckpt_path"] = resolve_ckpt_path(self.trainer, cfg["ckpt_path"])
         self._refuse_to_overwrite(cfg.get("ckpt_path"))
         self._announce_time_left(cfg.get("ckpt_path"))
 
-    def _apply_run_name(self, run: Optional[str]) -> None:
-        from callbacks.checkpoint import PolicyCheckpoint
-        from metta_lightning.checkpoint import check_run_name
-
-        if run is None:
-            return
-        check_run_name(run)
-        for cb in self.trainer.callbacks:
-            if isinstance(cb, PolicyCheckpoint):
-                cb.run = run
+    def _name_wandb_run(self, run: Optional[str]) -> None:
         init = getattr(self.trainer.logger, "_wandb_init", None)  # W&B creates its run lazily: name it now
-        if isinstance(init, dict) and not init.get("name"):
+        if run and isinstance(init, dict) and not init.get("name"):
             init["name"] = run
+
+    def _check_evaluation_interval(self) -> None:
+        # The CLI composes the callbacks, so it checks how two of them fit together: an evaluation names the
+        # checkpoint of its epoch (<run>:v<epoch>), which must then exist.
+        from callbacks.checkpoint import PolicyCheckpoint
+        from callbacks.evaluate import EvaluateCallback
+
+        ckpt = next((cb for cb in self.trainer.callbacks if isinstance(cb, PolicyCheckpoint)), None)
+        for cb in self.trainer.callbacks:
+            if isinstance(cb, EvaluateCallback) and ckpt is not None and cb.epoch_interval % ckpt.epoch_interval:
+                raise ValueError(f"EvaluateCallback(epoch_interval={cb.epoch_interval}) must be a multiple of "
+                                 f"PolicyCheckpoint(epoch_interval={ckpt.epoch_interval}): evaluations name the "
+                                 "checkpoint of their epoch")
 
     def _announce_time_left(self, ckpt_path: Optional[str]) -> None:
         """`max_time` counts the training time of every segment of a run (Lightning's Timer is resumed with
@@ -183,18 +214,35 @@ class MettaCLI(LightningCLI):
 
     def _refuse_to_overwrite(self, ckpt_path: Optional[str]) -> None:
         # A fresh run must not write its v1, v2, ... over (or between) the checkpoints of an earlier run.
-        from callbacks.checkpoint import PolicyCheckpoint
+        from metta_lightning import checkpoint as ck
+        from metta_lightning.run_folder import RunFolder
 
-        if ckpt_path:
+        folder = RunFolder.of(self.trainer)
+        if ckpt_path or not os.path.isdir(folder.checkpoints):
             return
-        for cb in self.trainer.callbacks:
-            if isinstance(cb, PolicyCheckpoint):
-                cb.resolve_paths(self.trainer)
-                newest = cb.latest_state()
-                if newest is not None:
-                    raise SystemExit(
-                        f"run {cb.run!r} already has checkpoints in {cb.dirpath} (newest: {os.path.basename(newest)}). "
-                        "Resume it with `--ckpt_path last`, or start another run with `--run <new name>`.")
+        try:
+            newest = ck.latest_artifact(folder.checkpoints, run=folder.name, suffix=".ckpt").path
+        except ck.CheckpointError:
+            return
+        raise SystemExit(
+            f"run {folder.name!r} already has checkpoints in {folder.checkpoints} (newest: {os.path.basename(newest)}). "
+            "Resume it with `--ckpt_path last`, or start another run with `--run <new name>`.")
+
+
+def _logger_name(logger: Any) -> Optional[str]:
+    """The name a logger in the config gives its runs, as Lightning's `logger.name` would: a CSV or
+    TensorBoard logger's `name`, a W&B logger's `project` (default "metta"); None if it has no valid one."""
+    from metta_lightning.checkpoint import RUN_NAME_RE
+
+    if isinstance(logger, list):
+        logger = logger[0] if logger else None
+    init = getattr(logger, "init_args", None) or (logger.get("init_args") if isinstance(logger, dict) else None)
+    class_path = getattr(logger, "class_path", None) or (logger.get("class_path") if isinstance(logger, dict) else "")
+    if init is None:
+        return None
+    get = init.get if hasattr(init, "get") else lambda k, d=None: getattr(init, k, d)
+    name = get("project", "metta") if str(class_path).endswith("WandbLogger") else get("name", None)
+    return name if isinstance(name, str) and RUN_NAME_RE.match(name) else None
 
 
 def _dd_hh_mm_ss(seconds: float) -> str:

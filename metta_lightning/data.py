@@ -31,6 +31,7 @@ from envs.config import GameConfig
 from envs.info import EnvInfo
 
 from .logging import PhaseTimer, time_method
+from .training import Rollout
 
 __all__ = ["BatchSemantics", "CollectorDataset", "RolloutActor", "RolloutDataModule", "identity", "resolve_game"]
 
@@ -107,7 +108,8 @@ class RolloutActor(TensorDictModuleBase):
             state = self.state * (~is_init).view(-1, *([1] * (self.state.dim() - 1))).to(self.state.dtype)
             td.set("recurrent_state", state)
         with self.timer("policy_forward"):
-            logits, value, new_state = self.policy.forward_step(obs, state, is_init)
+            out = self.policy.forward_step(obs, state, is_init)
+        logits, value = out["logits"], out["values"]
         log_probs = torch.log_softmax(logits, dim=-1)
         if exploration_type() in (ExplorationType.DETERMINISTIC, ExplorationType.MODE):
             action = logits.argmax(-1)
@@ -117,17 +119,18 @@ class RolloutActor(TensorDictModuleBase):
         td.set("action", action)
         td.set("action_log_prob", log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1))
         td.set("state_value", value)
-        self.state = new_state
+        self.state = out.get("state", None)
         return td
 
 
 class CollectorDataset(IterableDataset):
-    """`rollouts_per_epoch` rollouts from a collector built on first use and kept for later epochs."""
+    """`rollouts_per_epoch` rollouts from a collector built on first use and kept for later epochs; each
+    item is a `training.Rollout` (the TensorDict with the facts `describe(td, seconds)` adds)."""
 
-    def __init__(self, make_collector, rollouts_per_epoch: int, on_rollout=None) -> None:
+    def __init__(self, make_collector, rollouts_per_epoch: int, describe) -> None:
         self.make_collector = make_collector
         self.rollouts_per_epoch = rollouts_per_epoch
-        self.on_rollout = on_rollout
+        self.describe = describe
         self.collector = None
         self._it = None
 
@@ -147,9 +150,7 @@ class CollectorDataset(IterableDataset):
         for _ in range(self.rollouts_per_epoch):
             start = time.perf_counter()
             td = next(self._it)
-            if self.on_rollout is not None:
-                self.on_rollout(td, time.perf_counter() - start)
-            yield td
+            yield self.describe(td, time.perf_counter() - start)
 
 
 class RolloutDataModule(L.LightningDataModule):
@@ -191,8 +192,6 @@ class RolloutDataModule(L.LightningDataModule):
         self.env = None
         self.actor: RolloutActor | None = None
         self._dataset: CollectorDataset | None = None
-        self._episodes: list[dict] = []
-        self.last_rollout_seconds = 0.0
 
     @property
     def world_size(self) -> int:
@@ -257,18 +256,14 @@ class RolloutDataModule(L.LightningDataModule):
         if self._dataset is not None:
             self._dataset.restart()
 
-    def _on_rollout(self, td: TensorDictBase, seconds: float) -> None:
-        self.last_rollout_seconds = seconds
-        self._episodes.extend(self.env.episode_stats())
-
-    def pop_episode_stats(self) -> list[dict]:
-        """Episodes finished since the last call (see `envs.MettaGrid.episode_stats`)."""
-        episodes, self._episodes = self._episodes, []
-        return episodes
+    def _describe(self, td: TensorDictBase, seconds: float) -> Rollout:
+        """The rollout with what was learnt while collecting it: finished episodes and phase timings."""
+        return Rollout(td, episodes=self.env.episode_stats(), seconds=seconds, timings=self.actor.timer.pop(),
+                       batch_semantics=self.batch_semantics)
 
     def train_dataloader(self) -> DataLoader:
         if self._dataset is None:
-            self._dataset = CollectorDataset(self._make_collector, self.rollouts_per_epoch, self._on_rollout)
+            self._dataset = CollectorDataset(self._make_collector, self.rollouts_per_epoch, self._describe)
         # Own generator: each epoch's iter() would otherwise draw a base seed from the global torch RNG,
         # which makes the first epoch after a resume draw differently from the uninterrupted run.
         return DataLoader(self._dataset, batch_size=None, collate_fn=identity, num_workers=0,

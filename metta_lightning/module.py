@@ -1,9 +1,10 @@
 """`PPOModule`: PPO as a LightningModule with manual optimization.
 
-`training_step` receives one rollout `[N, T]` from `RolloutDataModule`, computes advantages once,
-then runs `update_epochs` x minibatches of whole BPTT segments, each segment starting from the
-recurrent state the actor really had. Gradients go through `self.manual_backward` (which DDP
-needs). Hyperparameters are stored as plain dicts so checkpoints load with `weights_only=True`.
+`training_step` receives one `Rollout` (`[N, T]`, with its episode stats and timings) from
+`RolloutDataModule` and composes the phases of `metta_lightning.training`: advantages once, then
+`update_epochs` x minibatches of whole BPTT segments, each segment starting from the recurrent state the
+actor really had, each followed by an optimizer step. Gradients go through `self.manual_backward` (which
+DDP needs). Hyperparameters are stored as plain dicts so checkpoints load with `weights_only=True`.
 
 Under DDP every rank trains on its own rollout with the same number of optimizer steps (equal per-rank
 sizes; the `target_kl` early stop is decided on the mean over ranks), DDP averages the gradients, and
@@ -13,6 +14,7 @@ all ranks (one `all_gather_object` per rollout), so every rank logs the same num
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Callable, Literal
@@ -20,13 +22,13 @@ from typing import Any, Callable, Literal
 import lightning as L
 import torch
 import torch.distributed as dist
-from tensordict import TensorDictBase
 
 from envs.info import EnvInfo
 from envs.torchrl_env import summarize_episode_stats
 from models.base import Policy, build_policy, policy_spec
 
 from . import ppo
+from .training import PPOHyperparameters, PPOUpdate, Rollout, optimizer_step
 
 __all__ = ["PPOModule"]
 
@@ -118,8 +120,6 @@ class PPOModule(L.LightningModule):
         self.lr_schedule, self.lr_schedule_agent_steps, self.lr_min = lr_schedule, lr_schedule_agent_steps, lr_min
         self._lr_span: int | None = lr_schedule_agent_steps
         self.agent_steps = 0
-        self._batch_semantics = "per_rank"  # from the data module at fit start
-        self._rank_minibatch = minibatch_size  # minibatch_size / world_size with global batch semantics
         self._last_step_time: float | None = None
         # Plain dicts only: checkpoints are loaded with weights_only=True.
         self.save_hyperparameters({
@@ -160,18 +160,13 @@ class PPOModule(L.LightningModule):
             raise
 
     def on_fit_start(self) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        world, semantics = self.trainer.world_size, getattr(dm, "batch_semantics", "per_rank")
-        if dm is not None and hasattr(dm, "num_rows") and hasattr(dm, "horizon"):
-            self.validate_sizes(dm.num_rows, dm.horizon, world, semantics)
-        self._batch_semantics, self._rank_minibatch = semantics, self.minibatch_per_rank(world, semantics)
         self._last_step_time = None
         if self.lr_schedule != "constant" and self.lr_schedule_agent_steps is None:
             epochs = self.trainer.max_epochs
-            if dm is None or epochs is None or epochs < 0:
+            if epochs is None or epochs < 0:
                 raise ValueError(f"model.lr_schedule={self.lr_schedule} needs model.lr_schedule_agent_steps "
                                  "or a finite trainer.max_epochs")
-            self._lr_span = epochs * dm.rollouts_per_epoch * dm.num_rows * dm.horizon * world
+            self._lr_span = None  # the run's length, once the first rollout tells its size
 
     def learning_rate_at(self, agent_steps: int) -> float:
         """The scheduled learning rate after `agent_steps` agent-steps."""
@@ -199,106 +194,47 @@ class PPOModule(L.LightningModule):
         dist.all_gather_object(out, obj)
         return out
 
-    @torch.no_grad()
-    def final_values(self, td: TensorDictBase) -> torch.Tensor:
-        """`[N, T]`: V(true final obs) where an episode was truncated and at the last step; 0 elsewhere.
-        Recurrent policies replay the step from the stored state, then evaluate the final obs."""
-        truncated = td.get(("next", "truncated"))[..., 0]
-        need = truncated.clone()
-        need[:, -1] = True
-        rows, steps = need.nonzero(as_tuple=True)
-        out = torch.zeros(truncated.shape, device=truncated.device)
-        obs, nxt = td.get("observation")[rows, steps], td.get(("next", "observation"))[rows, steps]
-        if self.policy.is_recurrent:
-            seq = torch.stack([obs, nxt], dim=1)
-            is_init = torch.stack([td.get("is_init")[rows, steps, 0], torch.zeros_like(rows, dtype=torch.bool)], 1)
-            _, values, _ = self.policy.forward_sequence(seq, td.get("recurrent_state")[rows, steps], is_init)
-            out[rows, steps] = values[:, 1]
-        else:
-            _, values, _ = self.policy.forward_sequence(nxt.unsqueeze(1), None,
-                                                        torch.ones(len(rows), 1, dtype=torch.bool, device=nxt.device))
-            out[rows, steps] = values[:, 0]
-        return out
+    def hyperparameters(self) -> PPOHyperparameters:
+        """This module's PPO hyperparameters, for `training.PPOUpdate`."""
+        return PPOHyperparameters(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PPOHyperparameters)})
 
-    def training_step(self, td: TensorDictBase, batch_idx: int) -> None:
+    def training_step(self, rollout: Rollout, batch_idx: int) -> None:
         now = time.perf_counter()
-        n, t = td.batch_size
-        self.validate_sizes(n, t, self.trainer.world_size, self._batch_semantics)
+        world = self.trainer.world_size
+        n, t = rollout.data.batch_size
+        self.validate_sizes(n, t, world, rollout.batch_semantics)
+        if self.lr_schedule != "constant" and self._lr_span is None:
+            self._lr_span = self.trainer.max_epochs * self.trainer.num_training_batches * rollout.agent_steps * world
         opt = self.optimizers()
         lr = self.learning_rate_at(self.agent_steps)
         for group in opt.param_groups:
             group["lr"] = lr
-        rewards = td.get(("next", "reward"))[..., 0]
-        terminated = td.get(("next", "terminated"))[..., 0]
-        done = td.get(("next", "done"))[..., 0]
-        values = td.get("state_value")
-        old_log_prob = td.get("action_log_prob")
-        next_vals = ppo.next_values(values, self.final_values(td), done)
+        update = PPOUpdate(self.policy, rollout, self.hyperparameters(),
+                           minibatch_size=self.minibatch_per_rank(world, rollout.batch_semantics),
+                           all_reduce=self._all_reduce if self.trainer.world_size > 1 else None,
+                           world_size=self.trainer.world_size)
+        update.compute_advantages()
+        for minibatch in update.minibatches():
+            optimizer_step(self.policy, opt, update.loss(minibatch), self.max_grad_norm, backward=self.manual_backward,
+                           clip=lambda v: self.clip_gradients(opt, gradient_clip_val=v, gradient_clip_algorithm="norm"))
+        self.log_dict(self._iteration_metrics(rollout, update.metrics(), now, lr), on_step=True, on_epoch=False,
+                      prog_bar=False, batch_size=rollout.agent_steps)
 
-        def compute_advantages(ratio):
-            return ppo.advantages(rewards, values, next_vals, terminated, done, self.gamma, self.gae_lambda,
-                                  ratio, self.vtrace_rho_clip, self.vtrace_c_clip)
-
-        adv = compute_advantages(None)
-        # Whole BPTT segments, each starting from the state the actor had at that step.
-        bptt = self.bptt_horizon
-        seg = lambda x: ppo.segment(x, bptt)  # noqa: E731
-        obs, is_init = seg(td.get("observation")), seg(td.get("is_init")[..., 0])
-        actions, old_lp, old_v = seg(td.get("action")), seg(old_log_prob), seg(values)
-        state0 = seg(td.get("recurrent_state"))[:, 0] if self.policy.is_recurrent else None
-        num_segments = obs.shape[0]
-        ratio_buf = torch.ones(num_segments, bptt, device=values.device)
-        stats_sum: dict[str, torch.Tensor] = {}
-        updates = 0
-        for epoch in range(self.update_epochs):
-            if epoch > 0:  # V-trace: importance ratios of the current policy vs the behaviour policy
-                adv = compute_advantages(ratio_buf.view(n, t))
-            returns = seg(adv + values)
-            adv_seg = seg(ppo.normalize_advantages(adv, self._all_reduce) if self.norm_adv else adv)
-            stop = False
-            for idx in ppo.minibatch_segments(num_segments, self._rank_minibatch // bptt):
-                idx = idx.to(values.device)
-                logits, new_v, _ = self.policy.forward_sequence(
-                    obs[idx], state0[idx] if state0 is not None else None, is_init[idx])
-                loss, stats, ratio = ppo.ppo_loss(logits, actions[idx], old_lp[idx], new_v, old_v[idx],
-                                                  returns[idx], adv_seg[idx], self.clip_coef, self.vf_clip_coef,
-                                                  self.ent_coef, self.vf_coef)
-                opt.zero_grad(set_to_none=True)
-                self.manual_backward(loss)
-                if self.max_grad_norm > 0:
-                    self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
-                opt.step()
-                ratio_buf[idx] = ratio
-                updates += 1
-                for k, v in stats.items():
-                    stats_sum[k] = stats_sum.get(k, 0.0) + v
-                # Decided on the mean over ranks: a rank stopping alone would leave the others waiting in
-                # the next gradient all-reduce forever.
-                if self.target_kl is not None and \
-                        self._all_reduce(stats["approx_kl"].detach().clone()) / self.trainer.world_size > self.target_kl:
-                    stop = True
-                    break
-            if stop:
-                break
-
-        frames = n * t
-        train_s = time.perf_counter() - now
-        dm = getattr(self.trainer, "datamodule", None)
-        rollout_s = float(getattr(dm, "last_rollout_seconds", 0.0) or 0.0)
-        episodes = dm.pop_episode_stats() if dm is not None and hasattr(dm, "pop_episode_stats") else []
-        iteration_s = None if self._last_step_time is None else now + train_s - self._last_step_time
-        self._last_step_time = now + train_s
+    def _iteration_metrics(self, rollout: Rollout, losses: dict[str, float], started: float, lr: float) -> dict:
+        """Losses, throughput, timings and episode stats of this iteration, merged over ranks (every rank
+        logs the same numbers)."""
+        frames = rollout.agent_steps
+        train_s = time.perf_counter() - started
+        iteration_s = None if self._last_step_time is None else started + train_s - self._last_step_time
+        self._last_step_time = started + train_s
         # One gather of every rank's numbers; all ranks then log the same merged values.
         ranks = self._gather({
-            "frames": frames, "rollout_s": rollout_s, "train_s": train_s, "iteration_s": iteration_s,
-            "episodes": len(episodes),
-            "episode_means": summarize_episode_stats(episodes),
-            "losses": {k: float(v) / updates for k, v in stats_sum.items()},
-            "explained_variance": float(ppo.explained_variance(values.flatten(), (adv + values).flatten()))})
+            "frames": frames, "rollout_s": rollout.seconds, "train_s": train_s, "iteration_s": iteration_s,
+            "episodes": len(rollout.episodes), "episode_means": summarize_episode_stats(rollout.episodes),
+            "losses": losses})
         total_frames = sum(r["frames"] for r in ranks)
         self.agent_steps += total_frames
         logs = {f"losses/{k}": sum(r["losses"][k] for r in ranks) / len(ranks) for k in ranks[0]["losses"]}
-        logs["losses/explained_variance"] = sum(r["explained_variance"] for r in ranks) / len(ranks)
         logs["overview/agent_steps"] = float(self.agent_steps)
         logs["overview/learning_rate"] = lr
         if iteration_s is not None:  # whole iteration (collection + update + glue) of the slowest rank
@@ -306,16 +242,13 @@ class PPOModule(L.LightningModule):
         if all(r["rollout_s"] > 0 for r in ranks):  # ranks collect concurrently: their rates add up
             logs["overview/collect_sps"] = sum(r["frames"] / r["rollout_s"] for r in ranks)
         logs["overview/train_sps"] = sum(r["frames"] / r["train_s"] for r in ranks)
-        logs["timing/rollout"], logs["timing/update"] = rollout_s, train_s  # this rank's seconds in this iteration
-        actor = getattr(dm, "actor", None)
-        if actor is not None and hasattr(actor, "timer"):
-            logs.update(actor.timer.pop())  # timing/env_step, timing/policy_forward (this rank, summed over the rollout)
+        logs["timing/rollout"], logs["timing/update"] = rollout.seconds, train_s  # this rank's, this iteration
+        logs.update(rollout.timings)  # timing/env_step, timing/policy_forward (this rank, summed over the rollout)
         logs.update(merge_episode_means([(r["episodes"], r["episode_means"]) for r in ranks]))
-        self.log_dict({k: float(v) for k, v in logs.items()}, on_step=True, on_epoch=False, prog_bar=False,
-                      batch_size=frames)
         if "overview/reward" in logs:
             self.log("reward", logs["overview/reward"], prog_bar=True, on_step=True, on_epoch=False,
                      logger=False, batch_size=frames)
+        return {k: float(v) for k, v in logs.items()}
 
 
 def merge_episode_means(parts: list[tuple[int, dict[str, float]]]) -> dict[str, float]:

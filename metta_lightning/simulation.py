@@ -290,7 +290,8 @@ def run_simulation(policy: torch.nn.Module, sim: SimulationConfig, name: str = "
                 o = torch.from_numpy(obs).to(device)
                 if remap is not None:
                     o = remap(o)
-                logits, _, state = policy.forward_step(o, state, is_init)
+                out = policy.forward_step(o, state, is_init)
+                logits, state = out["logits"], out.get("state", None)
                 if deterministic:
                     actions = logits.argmax(-1)
                 else:

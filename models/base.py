@@ -5,6 +5,11 @@ dict), so a checkpoint stores `policy_spec(policy) == {"class_path", "init_args"
 `EnvInfo`, and `build_policy(spec, env_info)` rebuilds it. Observations are uint8 token arrays
 `[..., num_tokens, 3]`; the recurrent state (if any) is one tensor with the batch dim first, so it
 can be stored in the rollout next to the observation it was used with.
+
+A policy's outputs are named, in a `TensorDict` with batch size `[B]`: `logits` (`[B, T, A]`, or
+`[B, A]` for one step), `values` (`[B, T]` / `[B]`), `state` (the state after the last step; absent for
+feed-forward policies) and whatever else the policy offers (`OPTIONAL_OUTPUTS`, e.g. `features`, the
+representation the heads read), so a loss can ask for an output by name (`outputs["features"]`).
 """
 
 from __future__ import annotations
@@ -15,11 +20,24 @@ import math
 from typing import Any
 
 import torch
+from tensordict import TensorDict
 from torch import Tensor, nn
 
 from envs.info import EnvInfo
 
-__all__ = ["Policy", "TokenToBox", "build_policy", "layer_init", "policy_spec"]
+__all__ = ["OPTIONAL_OUTPUTS", "Policy", "TokenToBox", "build_policy", "layer_init", "policy_outputs",
+           "policy_spec"]
+
+# Outputs a policy may add beside logits, values and state (losses declare which ones they need).
+OPTIONAL_OUTPUTS = ("features",)
+
+
+def policy_outputs(logits: Tensor, values: Tensor, state: Tensor | None = None, **more: Tensor) -> TensorDict:
+    """The named outputs of one call, batch size `[B]` (the first dim of `logits`)."""
+    out = {"logits": logits, "values": values, **more}
+    if state is not None:
+        out["state"] = state
+    return TensorDict(out, batch_size=logits.shape[:1])
 
 
 class Policy(nn.Module):
@@ -41,18 +59,18 @@ class Policy(nn.Module):
         """The state at an episode start, batch dim first; `None` for feed-forward policies."""
         return None
 
-    def forward_sequence(self, obs: Tensor, state: Tensor | None, is_init: Tensor
-                         ) -> tuple[Tensor, Tensor, Tensor | None]:
+    def forward_sequence(self, obs: Tensor, state: Tensor | None, is_init: Tensor) -> TensorDict:
         """obs uint8 `[B, T, tokens, 3]`, `state` `[B, ...]` at t=0, `is_init` bool `[B, T]` (episode
-        starts: the state is zeroed before that step). Returns logits `[B, T, A]`, values `[B, T]` and
-        the state after the last step."""
+        starts: the state is zeroed before that step). Returns the named outputs (`policy_outputs`):
+        `logits` `[B, T, A]`, `values` `[B, T]`, `state` after the last step, and any extras."""
         raise NotImplementedError
 
-    def forward_step(self, obs: Tensor, state: Tensor | None, is_init: Tensor
-                     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """One step: obs `[B, tokens, 3]`, is_init `[B]` -> logits `[B, A]`, values `[B]`, next state."""
-        logits, values, state = self.forward_sequence(obs.unsqueeze(1), state, is_init.unsqueeze(1))
-        return logits[:, 0], values[:, 0], state
+    def forward_step(self, obs: Tensor, state: Tensor | None, is_init: Tensor) -> TensorDict:
+        """One step: obs `[B, tokens, 3]`, is_init `[B]` -> outputs with `logits` `[B, A]`, `values` `[B]`,
+        `state` (the next state) and extras without the time dim."""
+        out = self.forward_sequence(obs.unsqueeze(1), state, is_init.unsqueeze(1))
+        step = {k: v if k == "state" else v[:, 0] for k, v in out.items()}
+        return TensorDict(step, batch_size=out.batch_size)
 
 
 def policy_spec(policy: Policy) -> dict:

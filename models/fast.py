@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from tensordict import TensorDict
 from torch import Tensor, nn
 
 from envs.info import EnvInfo
 
-from .base import Policy, TokenToBox, layer_init
+from .base import Policy, TokenToBox, layer_init, policy_outputs
 
 __all__ = ["Fast"]
 
@@ -141,8 +142,7 @@ class Fast(Policy):
         """`[B, 2, layers, hidden]`: LSTM (h, c)."""
         return torch.zeros(batch, 2, self.lstm_layers, self.hidden_size, device=device)
 
-    def forward_sequence(self, obs: Tensor, state: Tensor | None, is_init: Tensor
-                         ) -> tuple[Tensor, Tensor, Tensor]:
+    def forward_sequence(self, obs: Tensor, state: Tensor | None, is_init: Tensor) -> TensorDict:
         b, t = obs.shape[:2]
         tokens = obs.reshape(b * t, *obs.shape[2:])
         if self._sparse_ok and (b * t >= self.SPARSE_MIN_ROWS or not torch.is_grad_enabled()):
@@ -166,4 +166,5 @@ class Fast(Policy):
         core = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
         values = self.critic(core).squeeze(-1)
         logits = self.actor(core) @ (self.actor_bilinear @ self.action_embeddings.weight.T) + self.actor_bias
-        return logits, values, torch.stack([h.transpose(0, 1), c.transpose(0, 1)], dim=1)
+        return policy_outputs(logits, values, torch.stack([h.transpose(0, 1), c.transpose(0, 1)], dim=1),
+                              features=core)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
+from tensordict import TensorDict
 from torch import Tensor, nn
 
 from envs.info import EnvInfo
 
-from .base import Policy, TokenToBox, layer_init
+from .base import Policy, TokenToBox, layer_init, policy_outputs
 
 __all__ = ["FeedForward"]
 
@@ -36,8 +37,7 @@ class FeedForward(Policy):
         self.actor = layer_init(nn.Linear(hidden_size, env_info.num_actions), std=0.01)
         self.critic = layer_init(nn.Linear(hidden_size, 1), std=1.0)
 
-    def forward_sequence(self, obs: Tensor, state: Tensor | None, is_init: Tensor
-                         ) -> tuple[Tensor, Tensor, None]:
+    def forward_sequence(self, obs: Tensor, state: Tensor | None, is_init: Tensor) -> TensorDict:
         b, t = obs.shape[:2]
         x = self.trunk(self.cnn(self.box(obs.reshape(b * t, *obs.shape[2:]))))
-        return self.actor(x).view(b, t, -1), self.critic(x).view(b, t), None
+        return policy_outputs(self.actor(x).view(b, t, -1), self.critic(x).view(b, t), features=x.view(b, t, -1))

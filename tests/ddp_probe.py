@@ -27,23 +27,15 @@ class DDPProbe(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         self.torch_seed = torch.initial_seed()
         self.start_step = trainer.global_step
-        dm = trainer.datamodule
-        pop = dm.pop_episode_stats
-
-        def recording_pop():  # what this rank hands to the module, per rollout
-            eps = pop()
-            self.episodes.append(eps)
-            return eps
-
-        dm.pop_episode_stats = recording_pop
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if self.rng_at_first_epoch is None:  # after PolicyCheckpoint (listed before) rewound it on a resume
             self.rng_at_first_epoch = torch.get_rng_state()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.episodes.append(batch.episodes)  # what this rank hands to the module, per rollout
         if self.first_obs_sum is None:
-            self.first_obs_sum = int(batch.get("observation").long().sum())
+            self.first_obs_sum = int(batch.data.get("observation").long().sum())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.logged.append({k: float(v) for k, v in trainer.callback_metrics.items()

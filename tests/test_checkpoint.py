@@ -187,11 +187,11 @@ def test_feature_remap_on_project_policy_entry_points():
     obs_train, obs_target = obs_batch([0, 3, 4, 2]), obs_batch([2, 3, 0, 5])
     init = torch.ones(len(obs_train), dtype=torch.bool)
     with torch.no_grad():
-        for a, b in zip(p.forward_step(obs_train, None, init), q.forward_step(obs_target, None, init)):
-            assert (a is None and b is None) or torch.equal(a, b)
+        a, b = p.forward_step(obs_train, None, init), q.forward_step(obs_target, None, init)
+        assert set(a.keys()) == set(b.keys()) and all(torch.equal(a[k], b[k]) for k in a.keys())
         a, b = p.forward_sequence(obs_train[:, None], None, init[:, None]), \
             q.forward_sequence(obs_target[:, None], None, init[:, None])
-        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        assert torch.equal(a["logits"], b["logits"]) and torch.equal(a["values"], b["values"])
 
 
 def test_every_byte_flip_of_an_artifact_is_a_checkpoint_error_or_harmless(tmp_path):

@@ -88,3 +88,21 @@ def test_bad_max_time_and_top_level_help(tmp_path):
     assert helped.returncode == 0
     for command in ("fit", "evaluate", "analyze", "replay", "curves"):
         assert f"\n    {command} " in helped.stdout or f"\n  {command} " in helped.stdout, command
+
+
+def test_a_game_written_in_yaml_trains_and_a_bad_one_is_one_line(tmp_path):
+    """configs/custom_game.yaml gives data.game as a whole game (no preset): it trains and checkpoints; the same
+    game with an unknown map character fails before training, naming the field."""
+    import yaml
+
+    proc = _run_cli(tmp_path, "fit", "--config", "configs/custom_game.yaml", "--trainer.max_epochs", "1",
+                    "--data.rollouts_per_epoch", "1", "--trainer.logger", "false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "custom_game" / "checkpoints" / "custom_game:v1.mpt").exists()
+    bad = yaml.safe_load((ROOT / "configs" / "custom_game.yaml").read_text())
+    bad["data"]["game"]["map_builder"]["lines"][1] = "#m..@.Q.#"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    proc = _run_cli(tmp_path, "fit", "--config", str(tmp_path / "bad.yaml"), "--run", "bad")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: data.game: map_builder.lines: unknown map character 'Q' at row 1, column 6")

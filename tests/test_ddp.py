@@ -35,13 +35,13 @@ def write_cfg(tmp: Path, name: str, max_epochs: int, probe_tag: str, ddp: bool =
               eval_sleep_s: float | None = None, exact: bool = False) -> str:
     callbacks = [
         {"class_path": "callbacks.checkpoint.PolicyCheckpoint",
-         "init_args": {"run": "ddp", "dirpath": str(tmp / "ddp" / "checkpoints"), "keep_states": 0,
+         "init_args": {"keep_states": 0,
                        "exact_resume": exact}},
         {"class_path": "ddp_probe.DDPProbe", "init_args": {"out_dir": str(tmp / "probe"), "tag": probe_tag}}]
     if eval_sleep_s is not None:
         callbacks.insert(1, {"class_path": "ddp_probe.SlowEvaluate", "init_args": {
             "suite": "smoke", "epoch_interval": 1, "replay_episodes": 1, "sleep_s": eval_sleep_s}})
-    trainer = {"max_epochs": max_epochs, "callbacks": callbacks,
+    trainer = {"max_epochs": max_epochs, "callbacks": callbacks, "default_root_dir": str(tmp / "ddp"),
                "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
                           "init_args": {"save_dir": str(tmp / "logs"), "name": name}}}
     if ddp:

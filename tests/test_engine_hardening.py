@@ -74,7 +74,7 @@ def test_checkpoint_with_the_old_feature_table_loads_and_acts_the_same():
     init = torch.ones(len(obs), dtype=torch.bool)
     with torch.no_grad():
         a, b = policy.forward_step(obs, None, init), loaded.forward_step(obs, None, init)
-    assert torch.equal(a[0], b[0])
+    assert torch.equal(a["logits"], b["logits"]) and torch.equal(a["values"], b["values"])
 
 
 # ----------------------------------------------------------------------------------------- config bounds

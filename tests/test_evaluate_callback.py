@@ -26,9 +26,8 @@ SMOKE = str(ROOT / "configs" / "smoke.yaml")
 
 def fit_with_eval(tmp_path: Path, run: str = "evalrun", max_epochs: int = 2, ckpt_interval: int = 1,
                   eval_interval: int = 1):
-    cfg = {"trainer": {"max_epochs": max_epochs, "callbacks": [
-        {"class_path": "callbacks.checkpoint.PolicyCheckpoint",
-         "init_args": {"run": run, "dirpath": str(tmp_path / run / "checkpoints"), "epoch_interval": ckpt_interval}},
+    cfg = {"trainer": {"max_epochs": max_epochs, "default_root_dir": str(tmp_path / run), "callbacks": [
+        {"class_path": "callbacks.checkpoint.PolicyCheckpoint", "init_args": {"epoch_interval": ckpt_interval}},
         {"class_path": "callbacks.evaluate.EvaluateCallback",
          "init_args": {"suite": "smoke", "epoch_interval": eval_interval, "replay_episodes": 1}},
         {"class_path": "callbacks.upload.UploadCallback", "init_args": {"remote_prefix": str(tmp_path / "bucket")}}]},

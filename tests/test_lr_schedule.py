@@ -52,7 +52,7 @@ def test_resumed_run_continues_the_schedule(tmp_path):
 
     cfg = tmp_path / "ckpt.yaml"
     cfg.write_text(yaml.safe_dump({"trainer": {"callbacks": [{
-        "class_path": "callbacks.PolicyCheckpoint", "init_args": {"run": "lrs", "dirpath": str(tmp_path / "ckpt")}}]}}))
+        "class_path": "callbacks.PolicyCheckpoint"}], "default_root_dir": str(tmp_path / "lrs")}}))
     args = ["fit", "--config", SMOKE, "--config", str(cfg), "--model.lr_schedule", "linear",
             "--model.lr_schedule_agent_steps", "768"]
     main([*args, "--trainer.logger.init_args.save_dir", str(tmp_path / "a"), "--trainer.max_epochs", "1"])

@@ -147,13 +147,17 @@ def test_recurrent_sequence_equals_steps_with_resets():
     is_init = torch.zeros(b, t, dtype=torch.bool)
     is_init[0, 2] = is_init[2, 4] = True
     state0 = torch.randn(b, 2, 2, 32)
-    logits, values, final = policy.forward_sequence(obs, state0, is_init)
+    seq = policy.forward_sequence(obs, state0, is_init)
+    logits, values, final = seq["logits"], seq["values"], seq["state"]
+    assert seq["features"].shape == (b, t, 32)  # the core's output, for losses that ask for it
     state = state0
     for i in range(t):
-        lg, vl, state = policy.forward_step(obs[:, i], state, is_init[:, i])
+        step = policy.forward_step(obs[:, i], state, is_init[:, i])
+        lg, vl, state = step["logits"], step["values"], step["state"]
         assert torch.allclose(lg, logits[:, i], atol=1e-5) and torch.allclose(vl, values[:, i], atol=1e-5)
+        assert torch.allclose(step["features"], seq["features"][:, i], atol=1e-5)
     assert torch.allclose(state, final, atol=1e-5)
     # is_init zeroes the state: row 0 from step 2 on does not depend on the state before.
-    other, _, _ = policy.forward_sequence(obs, torch.randn(b, 2, 2, 32), is_init)
+    other = policy.forward_sequence(obs, torch.randn(b, 2, 2, 32), is_init)["logits"]
     assert torch.allclose(other[0, 2:], logits[0, 2:], atol=1e-5)
     assert not torch.allclose(other[1], logits[1], atol=1e-5)

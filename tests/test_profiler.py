@@ -44,10 +44,10 @@ def _fit(tmp_path, prof, epochs, ckpt_path=None):
     return trainer
 
 
-def test_trace_every_interval_next_to_checkpoints(tmp_path):
+def test_trace_every_interval_in_the_run_folder(tmp_path):
     prof = TorchProfiler(epoch_interval=2, num_steps=2)
     _fit(tmp_path, prof, epochs=4)
-    trace_dir = tmp_path / "ckpt" / "traces"
+    trace_dir = tmp_path / "traces"  # the run folder is the Trainer's default_root_dir
     assert sorted(os.listdir(trace_dir)) == ["trace_epoch000001_rank0.json", "trace_epoch000003_rank0.json"]
     assert prof.trace_paths == [str(trace_dir / n) for n in sorted(os.listdir(trace_dir))]
     with open(prof.trace_paths[0]) as f:
@@ -79,44 +79,37 @@ def test_explicit_dir_short_epoch_and_resume(tmp_path):
 def test_disabled(tmp_path):
     prof = TorchProfiler(epoch_interval=0)
     _fit(tmp_path, prof, epochs=2)
-    assert prof.trace_paths == [] and not (tmp_path / "ckpt" / "traces").exists()
+    assert prof.trace_paths == [] and not (tmp_path / "traces").exists()
 
 
-def test_trace_goes_to_the_policy_checkpoint_folder_and_is_uploaded(tmp_path, monkeypatch):
+def test_trace_goes_to_the_run_folder_and_is_uploaded(tmp_path, monkeypatch):
     # The arena config's setup: Lightning's checkpointing off, PolicyCheckpoint + UploadCallback on.
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # a trace written to ./traces would land here
-    run_ckpts = tmp_path / "run" / "checkpoints"
+    run = tmp_path / "prof"
     remote = tmp_path / "remote"  # a local folder as the remote prefix (any fsspec URL works the same)
     prof = TorchProfiler(epoch_interval=1, num_steps=1)
     upload = UploadCallback(remote_prefix=str(remote))
     trainer = L.Trainer(max_epochs=1, logger=False, accelerator="cpu", enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path / "root"),
-                        callbacks=[prof, PolicyCheckpoint(run="prof", dirpath=str(run_ckpts)), upload])
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(run),
+                        callbacks=[prof, PolicyCheckpoint(), upload])
     trainer.fit(TinyRL())
-    trace = run_ckpts / "traces" / "trace_epoch000000_rank0.json"
+    trace = run / "traces" / "trace_epoch000000_rank0.json"
     assert prof.trace_paths == [str(trace)]
-    assert not (cwd / "traces").exists() and not (tmp_path / "root" / "traces").exists()
-    # Uploaded under the checkpoint folder's name (UploadCallback watches it), with the same bytes.
-    copied = remote / "checkpoints" / "traces" / trace.name
-    assert f"{remote}/checkpoints/traces/{trace.name}" in upload.uploaded
+    assert not (cwd / "traces").exists()
+    # Uploaded at the same place under the remote prefix as in the run folder, with the same bytes.
+    copied = remote / "traces" / trace.name
+    assert f"{remote}/traces/{trace.name}" in upload.uploaded
     assert copied.read_bytes() == trace.read_bytes() and json.loads(copied.read_text())["traceEvents"]
+    assert (remote / "checkpoints" / "prof:v1.mpt").exists() is False  # TinyRL has no policy artifact
+    assert (remote / "checkpoints" / "prof:v1.ckpt").read_bytes() == (run / "checkpoints" / "prof:v1.ckpt").read_bytes()
 
 
-def test_trace_dir_fallbacks(tmp_path, monkeypatch):
-    monkeypatch.setenv("METTA_DATA_DIR", str(tmp_path / "data"))
-    prof = TorchProfiler()
-
-    def trainer(*callbacks, **kw):
+def test_trace_dir_is_the_run_folders_unless_given(tmp_path):
+    def trainer(**kw):
         return L.Trainer(logger=False, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=str(tmp_path / "root"), callbacks=[prof, *callbacks], **kw)
+                         default_root_dir=str(tmp_path / "r1"), **kw)
 
-    # PolicyCheckpoint not set up yet (no dirpath): its default run folder is resolved.
-    assert prof.resolve_dir(trainer(PolicyCheckpoint(run="r1"), enable_checkpointing=False)) == \
-        os.path.join(str(tmp_path / "data"), "r1", "checkpoints", "traces")
-    # Preferred over Lightning's checkpoint callback when both are there.
-    both = trainer(PolicyCheckpoint(run="r2"), ModelCheckpoint(dirpath=str(tmp_path / "lt")))
-    assert prof.resolve_dir(both) == os.path.join(str(tmp_path / "data"), "r2", "checkpoints", "traces")
-    assert prof.resolve_dir(trainer(ModelCheckpoint(dirpath=str(tmp_path / "lt")))) == str(tmp_path / "lt" / "traces")
-    assert prof.resolve_dir(trainer(enable_checkpointing=False)) == str(tmp_path / "root" / "traces")
+    assert TorchProfiler().resolve_dir(trainer()) == str(tmp_path / "r1" / "traces")
+    assert TorchProfiler(output_dir=str(tmp_path / "mine")).resolve_dir(trainer()) == str(tmp_path / "mine")

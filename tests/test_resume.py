@@ -23,9 +23,9 @@ SMOKE = str(ROOT / "configs" / "smoke.yaml")
 
 def write_cfg(tmp_path: Path, run: str, max_epochs: int, exact: bool = True, interval: int = 1,
               rollouts: int = 1, **cb) -> str:
-    cfg = {"trainer": {"max_epochs": max_epochs, "callbacks": [{
+    cfg = {"trainer": {"max_epochs": max_epochs, "default_root_dir": str(tmp_path / run), "callbacks": [{
         "class_path": "callbacks.checkpoint.PolicyCheckpoint",
-        "init_args": {"run": run, "dirpath": str(tmp_path / run / "checkpoints"), "epoch_interval": interval,
+        "init_args": {"epoch_interval": interval,
                       "keep_states": 0, "exact_resume": exact, **cb}}]},
         "data": {"rollouts_per_epoch": rollouts}}
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -96,11 +96,12 @@ def test_artifact_acts_identically_in_a_fresh_process(tmp_path):
     obs[..., 1] %= len(env_info.feature_names)
     obs[:, 100:] = 0xFF
     with torch.no_grad():
-        logits, values, _ = cli.model.policy.eval().forward_step(obs, None, torch.ones(6, dtype=torch.bool))
+        out = cli.model.policy.eval().forward_step(obs, None, torch.ones(6, dtype=torch.bool))
+        logits, values = out["logits"], out["values"]
     torch.save({"obs": obs}, tmp_path / "obs.pt")
     code = (f"import torch; from metta_lightning.checkpoint import load_policy; p = load_policy({uri!r}); "
             f"o = torch.load({str(tmp_path / 'obs.pt')!r})['obs']; "
-            "l, v, _ = p.forward_step(o, None, torch.ones(len(o), dtype=torch.bool)); "
+            "out = p.forward_step(o, None, torch.ones(len(o), dtype=torch.bool)); l, v = out['logits'], out['values']; "
             f"torch.save({{'l': l, 'v': v}}, {str(tmp_path / 'out.pt')!r})")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=300)
     out = torch.load(tmp_path / "out.pt")
@@ -197,7 +198,7 @@ def test_damaged_training_state_is_refused_or_skipped(tmp_path):
     fit(tmp_path, "dmg", 2, exact=False)
     d = tmp_path / "dmg" / "checkpoints"
     good = (d / "dmg:v2.ckpt").read_bytes()
-    trainer = pl.Trainer(logger=False, callbacks=[PolicyCheckpoint(run="dmg", dirpath=str(d))])
+    trainer = pl.Trainer(logger=False, default_root_dir=str(tmp_path / "dmg"), callbacks=[PolicyCheckpoint()])
     assert resolve_ckpt_path(trainer, "last") == str(d / "dmg:v2.ckpt")
 
     flipped = bytearray(good)
@@ -236,7 +237,7 @@ def test_every_byte_flip_in_a_state_directory_is_caught(tmp_path):
     d = tmp_path / "flip" / "checkpoints"
     good = (d / "flip:v2.ckpt").read_bytes()
     reference = state(d / "flip:v2.ckpt")["state_dict"]
-    trainer = pl.Trainer(logger=False, callbacks=[PolicyCheckpoint(run="flip", dirpath=str(d))])
+    trainer = pl.Trainer(logger=False, default_root_dir=str(tmp_path / "flip"), callbacks=[PolicyCheckpoint()])
     refused = 0
     for offset in range(_central_directory(good), len(good)):
         damaged = bytearray(good)

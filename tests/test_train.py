@@ -83,8 +83,9 @@ def test_training_segments_reproduce_the_actor(tmp_path):
     assert td["is_init"].any() and td["recurrent_state"][:, 0].abs().sum() > 0
     seg = lambda x: ppo.segment(x, 8)  # noqa: E731
     with torch.no_grad():
-        logits, values, _ = model.policy.forward_sequence(
+        out = model.policy.forward_sequence(
             seg(td["observation"]), seg(td["recurrent_state"])[:, 0], seg(td["is_init"][..., 0]))
+    logits, values = out["logits"], out["values"]
     log_prob = torch.log_softmax(logits, -1).gather(-1, seg(td["action"]).unsqueeze(-1)).squeeze(-1)
     assert torch.allclose(log_prob, seg(td["action_log_prob"]), atol=1e-4)
     assert torch.allclose(values, seg(td["state_value"]), atol=1e-4)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.upload import UploadCallback, announce
+from callbacks.upload import UploadCallback
 from metta_lightning.checkpoint import CheckpointError, load_policy, save_policy
 from test_checkpoint import env_info, make_policy
 
@@ -90,24 +90,23 @@ class _Tiny(pl.LightningModule):
 
 
 class _WriteEachEpoch(pl.Callback):
-    """Stands in for the checkpoint callback: writes a file per epoch and announces it."""
+    """Stands in for the checkpoint callback: writes a file per epoch into the run folder's checkpoints/."""
 
-    def __init__(self, d):
-        self.d = d
+    def __init__(self):
         self.epoch_times = []
 
     def on_train_epoch_end(self, trainer, pl_module):
         t = time.monotonic()
-        p = os.path.join(self.d, f"r:v{trainer.current_epoch + 1}.mpt")
-        with open(p, "wb") as f:
+        d = os.path.join(trainer.default_root_dir, "checkpoints")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"r:v{trainer.current_epoch + 1}.mpt"), "wb") as f:
             f.write(os.urandom(2048))
-        announce(trainer, p, key=f"checkpoints/{os.path.basename(p)}")
         self.epoch_times.append(time.monotonic() - t)
 
 
 def test_training_with_s3_down_for_part_of_the_run(s3_conf, s3_bucket, tmp_path):
     """The bucket is down for the first epochs: training is not slowed, uploads succeed once it is back."""
-    writer = _WriteEachEpoch(str(tmp_path))
+    writer = _WriteEachEpoch()
     up = UploadCallback(f"s3://{s3_bucket}/run", backoff_s=0.2, max_backoff_s=1.0, flush_timeout_s=60,
                         storage_options=s3_conf.storage_options)
 
@@ -130,6 +129,7 @@ def test_training_with_s3_down_for_part_of_the_run(s3_conf, s3_bucket, tmp_path)
 
     data = DataLoader(TensorDataset(torch.randn(32, 4)), batch_size=8)
     trainer = pl.Trainer(max_epochs=6, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         default_root_dir=str(tmp_path / "run"),
                          enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[Outage(), writer, up])
     outage = trainer.callbacks[0]
@@ -138,13 +138,14 @@ def test_training_with_s3_down_for_part_of_the_run(s3_conf, s3_bucket, tmp_path)
     fit_s = time.monotonic() - t0
     while outage.down:
         time.sleep(0.1)
-    assert max(writer.epoch_times) < 0.05, writer.epoch_times  # announcing never waits for the bucket
+    assert max(writer.epoch_times) < 0.05, writer.epoch_times  # writing never waits for the bucket
     fs = s3_conf.fs()
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{s3_bucket}/run/checkpoints"))
     assert names == [f"r:v{e}.mpt" for e in range(1, 7)], (names, up.failed)
     assert not up.failed and up.errors >= 2  # tries failed during the outage, then succeeded
     for e in range(1, 7):
-        assert fs.cat_file(f"{s3_bucket}/run/checkpoints/r:v{e}.mpt") == (tmp_path / f"r:v{e}.mpt").read_bytes()
+        assert fs.cat_file(f"{s3_bucket}/run/checkpoints/r:v{e}.mpt") == \
+            (tmp_path / "run" / "checkpoints" / f"r:v{e}.mpt").read_bytes()
     # 24 steps of 0.15 s compute: the outage (and the flush at the end) cost little
     assert fit_s < 3.6 + 25, fit_s
 
@@ -182,8 +183,9 @@ def test_dead_bucket_waits_once_at_the_end(s3_conf, s3_bucket, tmp_path):
     dies = DiesAtTheEnd()
     data = DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=8)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         default_root_dir=str(tmp_path / "run"),
                          enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[dies, _WriteEachEpoch(str(tmp_path)), up])
+                         callbacks=[dies, _WriteEachEpoch(), up])
     try:
         trainer.fit(_Tiny(), data)
         waited = time.monotonic() - dies.died

@@ -3,5 +3,7 @@
 from .base import Policy, build_policy, policy_spec
 from .fast import Fast
 from .feedforward import FeedForward
+from .transformer import Transformer
+from .vit import ViT
 
-__all__ = ["Fast", "FeedForward", "Policy", "build_policy", "policy_spec"]
+__all__ = ["Fast", "FeedForward", "Policy", "Transformer", "ViT", "build_policy", "policy_spec"]

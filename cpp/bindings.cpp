@@ -47,6 +47,9 @@ GameSpec parse_spec(const py::dict& d) {
   s.num_items = get<int>(d, "num_items");
   s.item_names = get<std::vector<std::string>>(d, "item_names");
   s.action_names = get<std::vector<std::string>>(d, "action_names");
+  s.actions = get<std::vector<std::pair<std::string, int>>>(d, "actions");
+  s.feature_ids = get<std::map<std::string, int>>(d, "feature_ids");
+  s.inventory_feature_base = get<int>(d, "inventory_feature_base");
   for (auto h : get<py::list>(d, "objects")) {
     py::dict o = h.cast<py::dict>();
     ObjectSpec os;
@@ -311,9 +314,9 @@ class Engine {
 
 PYBIND11_MODULE(_mettagrid, m) {
   m.doc() = "The MettaGrid arena engine (C++). Use envs.MettaGrid, not this module directly.";
-  std::vector<std::string> feature_names(feature::kNames, feature::kNames + feature::kInventoryBase);
-  m.attr("FEATURE_NAMES") = feature_names;  // names of the non-inventory feature ids (checked against config)
-  m.attr("INVENTORY_FEATURE_BASE") = static_cast<int>(feature::kInventoryBase);
+  // The feature names the engine knows, in the original's order; its table starts inventory after them.
+  m.attr("FEATURE_NAMES") = std::vector<std::string>(feature::kNames, feature::kNames + feature::kCount);
+  m.attr("INVENTORY_FEATURE_BASE") = static_cast<int>(feature::kCount);
   m.attr("MAX_ITEM_COUNT") = kMaxItemCount;
   py::class_<Engine>(m, "Engine")
       .def(py::init<const py::dict&, int, uint64_t>(), py::arg("spec"), py::arg("num_envs"), py::arg("seed"))

@@ -20,7 +20,7 @@ DEFAULT_ITEMS: list[str] = [
 
 # Observation feature ids and normalisations (GAME.md; where it is silent, the original's table).
 # Inventory of item i is feature INVENTORY_FEATURE_BASE + i. Ids 4, 12, 13, 15 and 16 are never emitted
-# by this engine; the C++ names (cpp/include/mettagrid/spec.hpp) must match these.
+# by this engine. `engine_spec()` hands these ids to the engine, which knows the features by name only.
 FEATURES: dict[int, tuple[str, float]] = {
     0: ("type_id", 1.0),
     1: ("agent:group", 10.0),
@@ -148,25 +148,21 @@ class ActionsConfig(_Strict):
     swap: ActionToggle = Field(default_factory=lambda: ActionToggle(enabled=False))
     change_glyph: ChangeGlyphConfig = Field(default_factory=ChangeGlyphConfig)
 
+    def flat_actions(self) -> list[tuple[str, str, int]]:
+        """(name, kind, argument) of each flat action id. The engine runs `kind` (the field's name) with
+        `argument`: the direction (north 0, south 1, west 2, east 3), the attack's target index or the glyph;
+        `name` labels the action for users and stats."""
+        dirs = ["north", "south", "west", "east"]
+        groups = {"noop": [("noop", 0)], "move": [(f"move_{d}", i) for i, d in enumerate(dirs)],
+                  "put_items": [("put_items", 0)], "get_items": [("get_items", 0)],
+                  "attack": [(f"attack_{i}", i) for i in range(9)],
+                  "rotate": [(f"rotate_{d}", i) for i, d in enumerate(dirs)], "swap": [("swap", 0)],
+                  "change_glyph": [(f"change_glyph_{i}", i) for i in range(self.change_glyph.number_of_glyphs)]}
+        return [(name, kind, arg) for kind, actions in groups.items() if getattr(self, kind).enabled
+                for name, arg in actions]
+
     def action_names(self) -> list[str]:
-        names: list[str] = []
-        if self.noop.enabled:
-            names.append("noop")
-        if self.move.enabled:
-            names += ["move_north", "move_south", "move_west", "move_east"]
-        if self.put_items.enabled:
-            names.append("put_items")
-        if self.get_items.enabled:
-            names.append("get_items")
-        if self.attack.enabled:
-            names += [f"attack_{i}" for i in range(9)]
-        if self.rotate.enabled:
-            names += ["rotate_north", "rotate_south", "rotate_west", "rotate_east"]
-        if self.swap.enabled:
-            names.append("swap")
-        if self.change_glyph.enabled:
-            names += [f"change_glyph_{i}" for i in range(self.change_glyph.number_of_glyphs)]
-        return names
+        return [name for name, _, _ in self.flat_actions()]
 
 
 # ASCII map characters (GAME.md). Values are object names in GameConfig.objects, or "agent"/"empty".
@@ -334,7 +330,8 @@ class GameConfig(_Strict):
 
         Keys (all ints/floats/bools/lists/dicts of those):
           max_steps, episode_truncates, random_first_episode_cut, obs_width, obs_height, num_tokens,
-          num_items, item_names, action_names,
+          num_items, item_names, action_names, actions [[kind, argument] per action name],
+          feature_ids {feature name: id}, inventory_feature_base,
           objects: list of {name, type_id, is_wall, swappable, inputs [[item, n]], outputs [[item, n]],
                    max_output, conversion_ticks, cooldown, initial_resource_count, color},
           agent: {resource_limits [per item], shared_limits [[[items], limit]], initial_inventory [per item],
@@ -395,6 +392,8 @@ class GameConfig(_Strict):
             random_first_episode_cut=self.random_first_episode_cut,
             obs_width=self.obs_width, obs_height=self.obs_height, num_tokens=self.num_observation_tokens,
             num_items=n, item_names=list(self.items), action_names=self.action_names,
+            actions=[[kind, arg] for _, kind, arg in self.actions.flat_actions()],
+            feature_ids={name: i for i, (name, _) in FEATURES.items()}, inventory_feature_base=INVENTORY_FEATURE_BASE,
             objects=objects, agent=agent,
             attack=dict(cost=pairs(self.actions.attack.consumed_resources),
                         defense=pairs(self.actions.attack.defense_resources)),

@@ -53,6 +53,44 @@ def test_feature_names_agree_between_config_and_engine():
         ("clipped", 1.0)]
 
 
+def test_feature_ids_come_from_the_spec():
+    """The engine takes every feature id from the spec: shifted ids give the same tokens, shifted."""
+    spec = presets.arena(num_agents=8).engine_spec()
+    shifted = {**spec, "feature_ids": {k: v + 100 for k, v in spec["feature_ids"].items()},
+               "inventory_feature_base": spec["inventory_feature_base"] + 120}
+    (a, obs_a), (b, obs_b) = raw_engine(spec), raw_engine(shifted)
+    remap = np.arange(256)
+    remap[:INVENTORY_FEATURE_BASE] += 100
+    remap[INVENTORY_FEATURE_BASE:255] += 120
+    remap[255] = 255
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        actions = rng.integers(0, len(spec["actions"]), a.num_agents, dtype=np.int32)
+        a.step(actions, True), b.step(actions, True)
+        assert np.array_equal(obs_b[..., [0, 2]], obs_a[..., [0, 2]])
+        assert np.array_equal(obs_b[..., 1], remap[obs_a[..., 1]])
+    assert ((obs_a[..., 1] >= INVENTORY_FEATURE_BASE) & (obs_a[..., 1] < 255)).any()  # inventory was seen
+
+
+def test_engine_refuses_unknown_features_and_actions_by_name():
+    spec = presets.ascii(["###", "#@#", "###"]).engine_spec()
+    ids = spec["feature_ids"]
+    with pytest.raises(ValueError, match="unknown feature 'agent:mood'"):
+        raw_engine({**spec, "feature_ids": {**ids, "agent:mood": 40}})
+    with pytest.raises(ValueError, match="feature_ids lacks 'tag'"):
+        raw_engine({**spec, "feature_ids": {k: v for k, v in ids.items() if k != "tag"}})
+    with pytest.raises(ValueError, match="id 0 is out of 0..254 or taken"):
+        raw_engine({**spec, "feature_ids": {**ids, "tag": 0}})
+    with pytest.raises(ValueError, match="inventory of blueprint"):
+        raw_engine({**spec, "inventory_feature_base": 246})  # blueprint would be 255
+    with pytest.raises(ValueError, match="unknown action kind 'teleport'"):
+        raw_engine({**spec, "actions": [["teleport", 0]] + spec["actions"][1:]})
+    with pytest.raises(ValueError, match="direction must be in 0..3"):
+        raw_engine({**spec, "actions": [["move", 4]] + spec["actions"][1:]})
+    with pytest.raises(ValueError, match="one action name per action"):
+        raw_engine({**spec, "actions": spec["actions"][1:]})
+
+
 def test_checkpoint_with_the_old_feature_table_loads_and_acts_the_same():
     from metta_lightning import checkpoint as ck
     from models.feedforward import FeedForward
@@ -66,14 +104,17 @@ def test_checkpoint_with_the_old_feature_table_loads_and_acts_the_same():
     torch.manual_seed(0)
     policy = FeedForward(old, channels=8, hidden_size=16).eval()
     ck.write_bytes_atomic("memory://hardening/old:v1.mpt", ck.artifact_bytes(policy, old))
-    loaded = ck.load_policy("memory://hardening/old:v1.mpt", env_info=new)
-    table = loaded.feature_remap.table
+    from models.base import FeatureRemap
+
+    loaded = ck.load_policy("memory://hardening/old:v1.mpt")
+    remap = FeatureRemap.between(loaded.env_info, new)
+    table = remap.table
     assert [int(table[i]) for i in range(len(names))] == [0xFF if i in OLD_FEATURES else i for i in range(len(names))]
     env = MettaGrid(cfg, seed=0)
     obs = torch.from_numpy(env.reset().copy())
     init = torch.ones(len(obs), dtype=torch.bool)
     with torch.no_grad():
-        a, b = policy.forward_step(obs, None, init), loaded.forward_step(obs, None, init)
+        a, b = policy.forward_step(obs, None, init), loaded.forward_step(remap(obs), None, init)
     assert torch.equal(a["logits"], b["logits"]) and torch.equal(a["values"], b["values"])
 
 

@@ -180,18 +180,17 @@ class ChangeGlyph final : public ActionHandler {
 
 }  // namespace
 
-ActionHandler* make_action_handler(ActionKind kind) {
+std::unique_ptr<const ActionHandler> make_action_handler(ActionKind kind) {
   switch (kind) {
-    case ActionKind::Noop: return new Noop();
-    case ActionKind::Move: return new Move();
-    case ActionKind::Rotate: return new Rotate();
-    case ActionKind::PutItems: return new PutItems();
-    case ActionKind::GetItems: return new GetItems();
-    case ActionKind::Attack: return new Attack();
-    case ActionKind::Swap: return new Swap();
-    case ActionKind::ChangeGlyph: return new ChangeGlyph();
+    case ActionKind::Move: return std::make_unique<Move>();
+    case ActionKind::Rotate: return std::make_unique<Rotate>();
+    case ActionKind::PutItems: return std::make_unique<PutItems>();
+    case ActionKind::GetItems: return std::make_unique<GetItems>();
+    case ActionKind::Attack: return std::make_unique<Attack>();
+    case ActionKind::Swap: return std::make_unique<Swap>();
+    case ActionKind::ChangeGlyph: return std::make_unique<ChangeGlyph>();
+    default: return std::make_unique<Noop>();
   }
-  return new Noop();
 }
 
 }  // namespace mettagrid

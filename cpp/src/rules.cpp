@@ -8,42 +8,23 @@
 
 namespace mettagrid {
 
-namespace {
-
-int direction_of(const std::string& s) {
-  if (s == "north") return North;
-  if (s == "south") return South;
-  if (s == "west") return West;
-  if (s == "east") return East;
-  throw std::invalid_argument("unknown direction '" + s + "'");
-}
-
-bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
-
-}  // namespace
-
 Rules::Rules(GameSpec s) : spec(std::move(s)) {
+  // The pydantic config refuses all of these with the field's name; a hand-made spec is checked here
+  // too, so that the engine never runs on values its arithmetic was not written for.
+  auto fail = [](const std::string& what) { throw std::invalid_argument("spec: " + what); };
   const int n_items = spec.num_items;
-  if (n_items <= 0 || static_cast<int>(spec.item_names.size()) != n_items)
-    throw std::invalid_argument("spec: num_items must match item_names");
-  if (n_items > 255 - feature::kInventoryBase) throw std::invalid_argument("spec: too many items");
+  if (n_items <= 0 || static_cast<int>(spec.item_names.size()) != n_items) fail("num_items must match item_names");
   auto check_vec = [&](const auto& v, const char* name) {
-    if (static_cast<int>(v.size()) != n_items)
-      throw std::invalid_argument(std::string("spec.agent.") + name + ": expected one entry per item");
+    if (static_cast<int>(v.size()) != n_items) fail(std::string("agent.") + name + ": expected one entry per item");
   };
   check_vec(spec.agent.resource_limits, "resource_limits");
   check_vec(spec.agent.initial_inventory, "initial_inventory");
   check_vec(spec.agent.reward_weights, "reward_weights");
   check_vec(spec.agent.reward_caps, "reward_caps");
   if (spec.obs_width < 1 || spec.obs_width > 15 || spec.obs_height < 1 || spec.obs_height > 15)
-    throw std::invalid_argument("spec: obs_width/obs_height must be in 1..15");
-  if (spec.num_tokens < 1) throw std::invalid_argument("spec: num_tokens must be positive");
-  auto check_item = [&](int item) {
-    if (item < 0 || item >= n_items) throw std::invalid_argument("spec: item id out of range");
-  };
-  // The pydantic config refuses all of these with the field's name; a hand-made spec is checked here
-  // too, so that the engine never runs on values its arithmetic was not written for.
-  auto fail = [](const std::string& what) { throw std::invalid_argument("spec: " + what); };
+    fail("obs_width/obs_height must be in 1..15");
+  if (spec.num_tokens < 1) fail("num_tokens must be positive");
+  auto check_item = [&](int item) { if (item < 0 || item >= n_items) fail("item id out of range"); };
   if (spec.max_steps < 0) fail("max_steps must be >= 0");
   if (spec.agent.freeze_duration < 0) fail("agent.freeze_duration must be >= 0");
   for (int i = 0; i < n_items; ++i) {
@@ -74,44 +55,40 @@ Rules::Rules(GameSpec s) : spec(std::move(s)) {
   for (const auto& p : spec.attack_cost) check_item(p.first);
   for (const auto& p : spec.attack_defense) check_item(p.first);
 
-  // Actions.
-  num_actions = static_cast<int>(spec.action_names.size());
-  if (num_actions == 0) throw std::invalid_argument("spec: no actions");
-  std::vector<bool> have(8, false);
-  noop_action = 0;
-  bool noop_found = false;
-  for (const auto& name : spec.action_names) {
-    ActionKind kind;
-    int arg = 0;
-    if (name == "noop") {
-      kind = ActionKind::Noop;
-      if (!noop_found) noop_action = static_cast<int>(action_kind.size());
-      noop_found = true;
-    } else if (starts_with(name, "move_")) {
-      kind = ActionKind::Move, arg = direction_of(name.substr(5));
-    } else if (starts_with(name, "rotate_")) {
-      kind = ActionKind::Rotate, arg = direction_of(name.substr(7));
-    } else if (name == "put_items") {
-      kind = ActionKind::PutItems;
-    } else if (name == "get_items") {
-      kind = ActionKind::GetItems;
-    } else if (starts_with(name, "attack_")) {
-      kind = ActionKind::Attack, arg = std::stoi(name.substr(7));
-    } else if (name == "swap") {
-      kind = ActionKind::Swap;
-    } else if (starts_with(name, "change_glyph_")) {
-      kind = ActionKind::ChangeGlyph, arg = std::stoi(name.substr(13));
-    } else {
-      throw std::invalid_argument("spec: unknown action '" + name + "'");
-    }
-    action_kind.push_back(kind);
-    action_arg.push_back(arg);
-    have[static_cast<int>(kind)] = true;
+  // Observation features: the engine knows them by name, the spec gives their ids (0xFF marks an empty token).
+  std::vector<bool> id_taken(255, false);
+  auto claim = [&](int id, const std::string& what) {
+    if (id < 0 || id >= 255 || id_taken[id])
+      fail("feature " + what + ": id " + std::to_string(id) + " is out of 0..254 or taken");
+    id_taken[id] = true;
+  };
+  std::fill(std::begin(feature_id), std::end(feature_id), 0xFF);  // 0xFF: not given
+  for (const auto& [name, id] : spec.feature_ids) {
+    const auto f = std::find(std::begin(feature::kNames), std::end(feature::kNames), name) - feature::kNames;
+    if (f == feature::kCount) fail("unknown feature '" + name + "'");
+    claim(id, "'" + name + "'");
+    feature_id[f] = static_cast<uint8_t>(id);
   }
-  handlers.assign(8, nullptr);
-  for (int k = 0; k < 8; ++k)
-    if (have[k]) handlers[k] = make_action_handler(static_cast<ActionKind>(k));
-  for (auto kind : action_kind) action_handler.push_back(handlers[static_cast<int>(kind)]);
+  for (int f = 0; f < feature::kCount; ++f)
+    if (feature_id[f] == 0xFF) fail("feature_ids lacks '" + std::string(feature::kNames[f]) + "'");
+  for (int i = 0; i < n_items; ++i) claim(spec.inventory_feature_base + i, "inventory of " + spec.item_names[i]);
+
+  // Actions: (kind, argument) per flat id; the names only label the stats.
+  num_actions = static_cast<int>(spec.actions.size());
+  if (num_actions == 0) fail("no actions");
+  if (spec.action_names.size() != spec.actions.size()) fail("expected one action name per action");
+  for (int k = 0; k < static_cast<int>(ActionKind::Count); ++k) handlers.push_back(make_action_handler(ActionKind(k)));
+  noop_action = -1;
+  for (const auto& [name, arg] : spec.actions) {
+    const auto k = std::find(std::begin(kActionKinds), std::end(kActionKinds), name) - kActionKinds;
+    if (k == static_cast<int>(ActionKind::Count)) fail("unknown action kind '" + name + "'");
+    const auto kind = static_cast<ActionKind>(k);
+    if ((kind == ActionKind::Move || kind == ActionKind::Rotate) && (arg < 0 || arg > 3))
+      fail(name + ": the direction must be in 0..3");
+    if (kind == ActionKind::Noop && noop_action < 0) noop_action = static_cast<int>(actions.size());
+    actions.push_back({kind, arg, handlers[k].get()});
+  }
+  noop_action = std::max(noop_action, 0);
 
   // Agents on the map.
   if (spec.map.kind == "ascii") {
@@ -196,8 +173,6 @@ Rules::Rules(GameSpec s) : spec(std::move(s)) {
   pad = std::max(oh, ow);
 }
 
-Rules::~Rules() {
-  for (auto* h : handlers) delete h;
-}
+Rules::~Rules() = default;
 
 }  // namespace mettagrid

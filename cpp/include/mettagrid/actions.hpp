@@ -2,6 +2,8 @@
 // stats, failure penalty); each subclass implements `run`, which returns whether the action succeeded.
 #pragma once
 
+#include <memory>
+
 #include "mettagrid/game.hpp"
 
 namespace mettagrid {
@@ -20,6 +22,6 @@ class ActionHandler {
   virtual bool run(Game& game, int agent, int arg) const = 0;
 };
 
-ActionHandler* make_action_handler(ActionKind kind);
+std::unique_ptr<const ActionHandler> make_action_handler(ActionKind kind);
 
 }  // namespace mettagrid

@@ -38,11 +38,13 @@ struct Agent {
   uint8_t reward_token = 0; // the last_reward token: this step's penalties as round(-penalty * 100) mod 256
 };
 
+enum class EventKind : uint8_t { ConversionDone, CooldownDone };
+
 struct Event {
   int64_t tick;
   uint64_t seq;
   int32_t object;
-  uint8_t kind;  // 0 finish conversion, 1 cooldown end
+  EventKind kind;
 };
 
 // One finished episode, handed to Python once.
@@ -102,7 +104,7 @@ class Game {
   void build_ascii();
   void build_arena();
   void init_grid(int h, int w);
-  void schedule(int64_t at, int object, uint8_t kind);
+  void schedule(int64_t at, int object, EventKind kind);
   void maybe_start(int object);
   bool finish_conversion(int object);  // adds the outputs; returns whether it may start again at once
   void fire_events();

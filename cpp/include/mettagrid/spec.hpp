@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -49,7 +51,10 @@ struct GameSpec {
   bool episode_truncates = false;
   bool random_first_episode_cut = false;
   int obs_width = 11, obs_height = 11, num_tokens = 200, num_items = 0;
-  std::vector<std::string> item_names, action_names;
+  std::vector<std::string> item_names, action_names;        // names label the stats only
+  std::vector<std::pair<std::string, int>> actions;         // per flat action: (kind, argument)
+  std::map<std::string, int> feature_ids;                   // observation feature name -> id
+  int inventory_feature_base = 0;                           // item i is feature inventory_feature_base + i
   std::vector<ObjectSpec> objects;
   AgentSpec agent;
   std::vector<ItemCount> attack_cost, attack_defense;
@@ -57,15 +62,14 @@ struct GameSpec {
   MapSpec map;
 };
 
-// Observation feature ids and names: the original's table (snapshot R), mirrored by envs/config.py
-// FEATURES (tests/test_engine_hardening.py checks that they agree). Ids 4, 12, 13, 15 and 16 are named
-// for compatibility and never emitted; inventory of item i is kInventoryBase + i.
+// The observation features the engine knows, by name, in the original's order (snapshot R). Their ids
+// come from the spec (`feature_ids`, envs/config.py FEATURES); Rules refuses a name it does not know.
+// Reserved, VisitationCounts, Tag, CooldownRemaining, Clipped and RemainingUses are never emitted.
 namespace feature {
-constexpr uint8_t kTypeId = 0, kGroup = 1, kFrozen = 2, kOrientation = 3, kReserved = 4, kConverting = 5,
-                  kSwappable = 6, kEpisodeCompletion = 7, kLastAction = 8, kLastActionArg = 9, kLastReward = 10,
-                  kGlyph = 11, kVisitationCounts = 12, kTag = 13, kCooldownRemaining = 14, kClipped = 15,
-                  kRemainingUses = 16, kInventoryBase = 17;
-constexpr const char* kNames[kInventoryBase] = {
+enum Name : uint8_t { kTypeId, kGroup, kFrozen, kOrientation, kReserved, kConverting, kSwappable,
+                      kEpisodeCompletion, kLastAction, kLastActionArg, kLastReward, kGlyph, kVisitationCounts,
+                      kTag, kCooldownRemaining, kClipped, kRemainingUses, kCount };
+constexpr const char* kNames[kCount] = {
     "type_id", "agent:group", "agent:frozen", "agent:orientation", "agent:reserved_for_future_use",
     "converting", "swappable", "episode_completion_pct", "last_action", "last_action_arg", "last_reward",
     "agent:glyph", "agent:visitation_counts", "tag", "cooldown_remaining", "clipped", "remaining_uses"};
@@ -74,8 +78,10 @@ constexpr const char* kNames[kInventoryBase] = {
 // The largest count an agent may hold of one item: inventory tokens carry one byte.
 constexpr int kMaxItemCount = 255;
 
-// What a flat action id does.
-enum class ActionKind : uint8_t { Noop, Move, PutItems, GetItems, Attack, Rotate, Swap, ChangeGlyph };
+// What a flat action id does; the spec names each kind as in kActionKinds (ActionsConfig's field names).
+enum class ActionKind : uint8_t { Noop, Move, PutItems, GetItems, Attack, Rotate, Swap, ChangeGlyph, Count };
+constexpr const char* kActionKinds[static_cast<int>(ActionKind::Count)] = {
+    "noop", "move", "put_items", "get_items", "attack", "rotate", "swap", "change_glyph"};
 
 struct ObsOffset {
   int dr, dc;
@@ -102,6 +108,9 @@ struct StatLayout {
 
 class ActionHandler;
 
+// arg: the direction (north 0, south 1, west 2, east 3), attack index or glyph; handler: owned by Rules.
+struct FlatAction { ActionKind kind; int arg; const ActionHandler* handler; };
+
 // Everything derived from the spec once; shared by all games of a batch.
 struct Rules {
   explicit Rules(GameSpec spec);
@@ -112,10 +121,9 @@ struct Rules {
   GameSpec spec;
   int num_agents = 0;
   int num_actions = 0;
-  std::vector<ActionKind> action_kind;     // per flat action
-  std::vector<int> action_arg;             // per flat action: direction, attack index, glyph...
-  std::vector<const ActionHandler*> action_handler;  // per flat action
-  std::vector<ActionHandler*> handlers;    // owned, one per ActionKind present
+  std::vector<FlatAction> actions;         // per flat action id
+  std::vector<std::unique_ptr<const ActionHandler>> handlers;  // one per ActionKind
+  uint8_t feature_id[feature::kCount] = {};  // per feature::Name, from spec.feature_ids
   int noop_action = 0;                     // what an invalid id is recorded as
   StatLayout stats;
   std::vector<std::string> stat_names;     // per-agent stat names, indexed by stat id

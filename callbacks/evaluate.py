@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import threading
 import time
 from typing import Any, Optional
@@ -37,7 +36,7 @@ from typing import Any, Optional
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from metta_lightning.logging import log_now
+from metta_lightning.loggers import log_now
 from metta_lightning.run_folder import RunFolder
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ Hooks ``on_before_optimizer_step``, which Lightning calls inside ``LightningOpti
 optimization too (after ``self.manual_backward(loss)``, before the optimizer applies the gradients), so
 it sees exactly the gradients of each update, after any clipping done before ``opt.step()``.
 
-Metrics, written to the loggers at the sampled update's global step (``metta_lightning.logging.log_now``:
+Metrics, written to the loggers at the sampled update's global step (``metta_lightning.loggers.log_now``:
 through ``pl_module.log`` they would be repeated, stale, in every later row of the epoch):
 
 - ``grad/global_norm``                      2-norm over all gradients
@@ -19,7 +19,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from metta_lightning.logging import log_now
+from metta_lightning.loggers import log_now
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """System monitor: process/system CPU and memory, GPU memory and utilisation, and an RSS leak detector.
 
 Logged under ``monitor/*`` at the end of a training batch, straight to the loggers at that global step
-(``metta_lightning.logging.log_now``): the first time at the first batch Lightning logs for
+(``metta_lightning.loggers.log_now``): the first time at the first batch Lightning logs for
 (``log_every_n_steps``), then at most once every ``interval_s`` seconds, again on such batches:
 
 - ``monitor/cpu_percent``          this process, % of one core (can exceed 100 with threads)
@@ -32,7 +32,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
-from metta_lightning.logging import log_now
+from metta_lightning.loggers import log_now
 
 log = logging.getLogger(__name__)
 

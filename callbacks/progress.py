@@ -9,8 +9,8 @@ pipes) gets one plain line every ``log_every_s`` seconds plus one at the end, e.
 Where the numbers come from:
 
 - agent steps: ``pl_module.agent_steps`` (the PPO module's counter); without it, optimizer steps.
-- total: ``total_agent_steps`` if given, else ``pl_module.total_agent_steps``; without either, it is
-  estimated from the trainer's ``max_steps`` or ``max_epochs`` x batches per epoch. When ``max_time``
+- total: ``total_agent_steps`` if given; otherwise estimated from the trainer's ``max_steps`` or
+  ``max_epochs`` x batches per epoch. When ``max_time``
   ends the run sooner, ETA is the time left and the total is projected from the current SPS.
 - SPS: measured here over the last ~``sps_window_s`` seconds of wall time (not Lightning's step rate).
 - reward and hearts: the latest ``overview/reward`` and ``env_agent/heart.gained`` the module logged.
@@ -59,7 +59,7 @@ class RLProgress(ProgressBar):
     """Progress display with agent steps, SPS, reward, hearts and ETA; one line every N seconds when not a TTY.
 
     Args:
-        total_agent_steps: the run's agent-step budget; default ``pl_module.total_agent_steps`` if present.
+        total_agent_steps: the run's agent-step budget; default: estimated from max_steps / max_epochs.
         interactive: live ``rich`` bar (True) or periodic plain lines (False); default: stderr is a TTY.
         log_every_s: seconds between plain lines in non-interactive mode.
         sps_window_s: wall-clock window over which SPS is averaged.
@@ -106,8 +106,7 @@ class RLProgress(ProgressBar):
 
     def _total(self, trainer: pl.Trainer, pl_module: pl.LightningModule, unit: str) -> Optional[float]:
         if unit == "agent steps":
-            total = self.total_agent_steps or getattr(pl_module, "total_agent_steps", None)
-            return float(total) if total else None
+            return float(self.total_agent_steps) if self.total_agent_steps else None
         return float(trainer.max_steps) if trainer.max_steps and trainer.max_steps > 0 else None
 
     @staticmethod

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from .config import ArenaMapBuilder, AsciiMapBuilder, AttackConfig, GameConfig
 
 # Attack cost in the non-combat variants: more lasers than anyone can hold, so attacks always fail
@@ -51,3 +53,41 @@ PRESETS = {
     "arena_combat": arena_combat,
     "arena_basic_easy_shaped": arena_basic_easy_shaped,
 }
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """Recursive dict merge; a dict naming another `kind` (e.g. an ascii map over an arena) replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        b = out.get(k)
+        if isinstance(v, dict) and isinstance(b, dict) and v.get("kind", b.get("kind")) == b.get("kind"):
+            out[k] = _merge(b, v)
+        else:
+            out[k] = v
+    return out
+
+
+def resolve_game(game: str | GameConfig | dict, overrides: dict | None = None, where: str = "data.game") -> GameConfig:
+    """A GameConfig (or its dict), or the name of a preset in `PRESETS`; then `overrides`
+    (GameConfig fields, merged recursively) are applied and the result validated. A bad field raises a
+    ValueError naming its path under `where` (e.g. `data.game.map_builder.lines: ...`)."""
+    if isinstance(game, str):
+        if game not in PRESETS:
+            raise ValueError(f"{where}: unknown game preset {game!r} (presets: {', '.join(PRESETS)})")
+        game = PRESETS[game]()
+    elif isinstance(game, dict):
+        game = _validate_game(game, where)
+    elif not isinstance(game, GameConfig):
+        raise ValueError(f"{where}: expected a preset name or a game config, got {type(game).__name__}")
+    if overrides:
+        game = _validate_game(_merge(game.model_dump(), overrides), where)
+    return game
+
+
+def _validate_game(fields: dict, where: str) -> GameConfig:
+    try:
+        return GameConfig.model_validate(fields)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join([where, *(str(p) for p in err['loc'])])}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors())
+        raise ValueError(problems) from None

@@ -16,7 +16,6 @@ until TorchRL asks for a reset through the `_reset` mask; only those games are r
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
@@ -108,17 +107,3 @@ class MettaGridEnv(EnvBase):
         return self.engine.episode_stats()
 
 
-def summarize_episode_stats(episodes: list[dict]) -> dict[str, float]:
-    """Mean over finished episodes of: `overview/reward` (mean agent return), `overview/episode_length`,
-    `env_agent/<stat>` (mean over the episode's agents) and `env_game/<stat>`."""
-    if not episodes:
-        return {}
-    sums: dict[str, float] = {}
-    for ep in episodes:
-        items = [("overview/reward", float(np.mean(ep["reward"]))),
-                 ("overview/episode_length", float(ep["steps"]))]
-        items += [(f"env_agent/{k}", float(np.mean(v))) for k, v in ep["agent"].items()]
-        items += [(f"env_game/{k}", float(v)) for k, v in ep["game"].items()]
-        for k, v in items:
-            sums[k] = sums.get(k, 0.0) + v
-    return {k: v / len(episodes) for k, v in sums.items()}

@@ -42,7 +42,9 @@ from callbacks.upload import UploadCallback
 from envs.config import GameConfig
 from envs.info import EnvInfo
 
-from .data import RolloutActor, RolloutDataModule, resolve_game
+from envs.presets import resolve_game
+
+from .data import RolloutActor, RolloutDataModule
 from .module import PPOModule
 from .training import Minibatch, PhaseOrderError, PPOHyperparameters, PPOUpdate, Rollout, optimizer_step
 
@@ -175,7 +177,7 @@ class TrainerConfig(BaseModel):
         if log is None:
             logger: Any = None
         elif log.logger == "wandb":
-            logger = {"class_path": "metta_lightning.logging.WandbLogger",
+            logger = {"class_path": "metta_lightning.loggers.WandbLogger",
                            "init_args": {"project": log.project, "save_dir": log.save_dir,
                                          **({"name": log.name} if log.name else {})}}
         elif log.logger == "csv":
@@ -416,7 +418,7 @@ class TrainingComponents:
 
         from torchrl.collectors import Collector
 
-        from .logging import time_method
+        from .timing import time_method
 
         if self._iterator is None:
             self._torchrl_env = self.env.make_torchrl_env()

@@ -16,16 +16,8 @@ which S3 and GCS also publish atomically on completion). `:latest` only consider
 artifact pattern and skips any whose zip directory cannot be read, so a half-written file is never taken
 for the newest checkpoint.
 
-Observation feature remapping. Tokens are `(location, feature_id, value)` bytes. A policy learnt its
-embeddings on the feature ids of its training env (stored in the artifact). When `load_policy` is given
-the `EnvInfo` of the env it will play, and that env numbers features differently, a 256-entry lookup
-table `env feature id -> policy feature id` is built by name and applied to byte 1 of every token before
-the policy sees it (`FeatureRemap`, applied on entry to the policy's `forward`, `forward_step` and
-`forward_sequence`, once per call however they nest, and exposed as `policy.feature_remap` for callers
-that feed the policy some other way). A feature the policy never saw
-maps to 0xFF, and its whole token is blanked to `0xFF 0xFF 0xFF`, which is exactly what an unused token
-looks like, so every policy already ignores it. Values are raw bytes, so the policy's own normalisations
-(from its stored EnvInfo) still apply.
+A policy keeps the `EnvInfo` it was trained on (`policy.env_info`); to play an env that numbers
+observation features differently, remap its tokens by name (`models.base.FeatureRemap`, as evaluation does).
 
 URIs accepted by `resolve_uri` / `load_policy`:
 - any fsspec URL: `/abs/path/x:v3.mpt`, `rel/x:v3.mpt`, `file://...`, `s3://b/p/x:v3.mpt`, `gs://...`,
@@ -50,7 +42,7 @@ import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import fsspec
 import torch
@@ -392,14 +384,15 @@ def class_path_of(obj: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def policy_spec(policy: torch.nn.Module, env_info: EnvInfo, **extra: Any) -> dict:
-    init_args = getattr(policy, "init_args", None)
-    if init_args is None:
+def artifact_spec(policy: torch.nn.Module, env_info: EnvInfo, **extra: Any) -> dict:
+    """The artifact's `policy_spec.json`: the format marker, `models.policy_spec(policy)`, the EnvInfo, `extra`."""
+    from models.base import policy_spec
+
+    if getattr(policy, "init_args", None) is None:
         raise CheckpointError(f"{class_path_of(policy)} has no `init_args`; policies must keep the JSON dict "
                               "they were built with (cls(env_info, **init_args))")
     spec = {"format": FORMAT, "format_version": FORMAT_VERSION, "project_version": project_version(),
-            "class_path": class_path_of(policy), "init_args": init_args, "env_info": env_info.model_dump(),
-            **extra}
+            **policy_spec(policy), "env_info": env_info.model_dump(), **extra}
     try:
         json.dumps(spec)
     except TypeError as e:
@@ -408,7 +401,7 @@ def policy_spec(policy: torch.nn.Module, env_info: EnvInfo, **extra: Any) -> dic
 
 
 def artifact_bytes(policy: torch.nn.Module, env_info: EnvInfo, **extra: Any) -> bytes:
-    spec = policy_spec(policy, env_info, **extra)
+    spec = artifact_spec(policy, env_info, **extra)
     # clone: safetensors refuses shared storages (tied weights); load_state_dict re-ties them.
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in policy.state_dict().items()}
     buf = io.BytesIO()
@@ -492,108 +485,31 @@ def _import(class_path: str, uri: str):
         raise CheckpointError(f"{uri}: cannot import policy class {class_path!r} ({e})") from None
 
 
-def load_policy(uri: str, env_info: EnvInfo | None = None, device: str | torch.device = "cpu",
-                strict: bool = True) -> torch.nn.Module:
-    """Rebuild the policy stored at `uri` (see the module doc for URIs), in eval mode on `device`.
+class LoadedPolicy(NamedTuple):
+    """A policy rebuilt from its artifact, with the artifact's spec (run, epoch, agent_steps, EnvInfo, ...)
+    and the URL it was read from."""
 
-    If `env_info` (of the env the policy will play) numbers observation features differently from the
-    training env, observations are remapped by feature name (see `FeatureRemap`).
-    """
+    policy: torch.nn.Module
+    spec: dict
+    url: str
+
+
+def load_artifact(uri: str, device: str | torch.device = "cpu", strict: bool = True) -> LoadedPolicy:
+    """Rebuild the policy stored at `uri` (see the module doc for URIs), in eval mode on `device`, and
+    return it with its spec."""
     art = read_artifact(uri)
     cls = _import(art.spec["class_path"], uri)
     try:
-        trained_on = art.env_info
-        policy = cls(trained_on, **art.spec["init_args"])
+        policy = cls(art.env_info, **art.spec["init_args"])
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"{uri}: cannot build {art.spec['class_path']}: {type(e).__name__}: {e}") from e
     try:
         policy.load_state_dict(art.state_dict, strict=strict)
     except RuntimeError as e:
         raise CheckpointError(f"{uri}: weights do not fit {art.spec['class_path']}: {e}") from None
-    policy.policy_spec = art.spec
-    policy.artifact_url = art.url
-    if env_info is not None:
-        attach_feature_remap(policy, trained_on, env_info)
-        if list(env_info.action_names) != list(trained_on.action_names):
-            log.warning("%s: the target env's actions %s differ from the policy's %s; action ids are not "
-                        "remapped", uri, env_info.action_names, trained_on.action_names)
-    return policy.to(device).eval()
+    return LoadedPolicy(policy.to(device).eval(), art.spec, art.url)
 
 
-# ---------------------------------------------------------------------------------------------- remap
-
-
-def feature_remap_table(policy_features: list[str], env_features: list[str]) -> torch.Tensor | None:
-    """uint8[256]: env feature id -> the policy's id of the same name (0xFF if unknown); None if equal."""
-    if list(policy_features[: len(env_features)]) == list(env_features):
-        return None
-    by_name = {name: i for i, name in enumerate(policy_features)}
-    table = torch.full((256,), 0xFF, dtype=torch.uint8)
-    for env_id, name in enumerate(env_features[:255]):
-        if by_name.get(name, 0xFF) < 0xFF:
-            table[env_id] = by_name[name]
-    return table
-
-
-class FeatureRemap(torch.nn.Module):
-    """Rewrites byte 1 (feature id) of `[..., tokens, 3]` uint8 observations through a lookup table;
-    tokens whose feature the policy does not know become empty (`0xFF 0xFF 0xFF`)."""
-
-    def __init__(self, table: torch.Tensor):
-        super().__init__()
-        self.register_buffer("table", table.to(torch.uint8), persistent=False)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        ids = self.table.to(obs.device)[obs[..., 1].long()]
-        out = obs.clone()
-        out[..., 1] = ids
-        unknown = (ids == 0xFF) & (obs[..., 1] != 0xFF)
-        out[unknown] = 0xFF
-        return out
-
-
-def _is_token_obs(x: Any) -> bool:
-    return isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.dim() >= 2 and x.shape[-1] == 3
-
-
-def attach_feature_remap(policy: torch.nn.Module, trained_on: EnvInfo, target: EnvInfo) -> bool:
-    """Install the remap of `target`'s feature ids onto `trained_on`'s (see module doc). Returns whether one
-    was needed. Every token-shaped uint8 tensor passed to `forward`/`forward_step`/`forward_sequence`,
-    including those inside a TensorDict argument, is rewritten (in the outermost call only)."""
-    table = feature_remap_table(list(trained_on.feature_names), list(target.feature_names))
-    if table is None:
-        return False
-    remap = FeatureRemap(table)
-    policy.feature_remap = remap  # registered as a submodule; its buffer is not persistent
-
-    def remap_value(v):
-        if _is_token_obs(v):
-            return remap(v)
-        if hasattr(v, "items") and hasattr(v, "clone") and not isinstance(v, torch.Tensor):  # TensorDict
-            keys = [k for k, t in v.items(include_nested=True, leaves_only=True) if _is_token_obs(t)]
-            if keys:
-                v = v.clone(recurse=False) if hasattr(v, "clone") else v
-                for k in keys:
-                    v.set(k, remap(v.get(k)))
-        return v
-
-    depth = [0]  # remap once, in the outermost call (forward_step calls forward_sequence, ...)
-
-    def wrap(method):
-        def remapped(*args, **kwargs):
-            if depth[0] == 0:
-                args = tuple(remap_value(a) for a in args)
-                kwargs = {k: remap_value(v) for k, v in kwargs.items()}
-            depth[0] += 1
-            try:
-                return method(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-
-        return remapped
-
-    # instance attributes shadow the class's methods (and nn.Module.__call__ looks up self.forward)
-    for name in ("forward", "forward_step", "forward_sequence"):
-        if callable(getattr(type(policy), name, None)):
-            object.__setattr__(policy, name, wrap(getattr(policy, name)))
-    return True
+def load_policy(uri: str, device: str | torch.device = "cpu", strict: bool = True) -> torch.nn.Module:
+    """The policy stored at `uri`, in eval mode on `device` (`load_artifact` also gives its spec)."""
+    return load_artifact(uri, device, strict).policy

@@ -28,14 +28,14 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.trainer import Trainer
 
 from callbacks.gradients import GradientStats
+from callbacks.logger_run_id import LoggerRunId
 from callbacks.monitor import SystemMonitor
 from callbacks.profiler import TorchProfiler
 from callbacks.progress import RLProgress
 
-from .logging import LoggerRunId, WandbLogger
-
 from .commands import COMMANDS, run_command
 from .data import RolloutDataModule
+from .loggers import WandbLogger
 from .module import PPOModule
 
 __all__ = ["MettaCLI", "main"]
@@ -277,10 +277,9 @@ def main(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> Mett
     if argv and argv[0] in COMMANDS:
         sys.exit(run_command(argv))
     _quiet_lightning_noise()
-    import torch
+    from .threads import configure_torch_threads
 
-    if not torch.cuda.is_available():
-        torch.set_num_threads(int(os.environ.get("METTA_TORCH_THREADS", min(2, os.cpu_count() or 1))))
+    configure_torch_threads()
     kwargs.setdefault("seed_everything_default", 0)
     kwargs.setdefault("save_config_kwargs", {"overwrite": True})
     # W&B by default, offline unless WANDB_MODE / WANDB_API_KEY say otherwise; a config's trainer.logger wins.

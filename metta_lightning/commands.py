@@ -74,10 +74,9 @@ def run_command(argv: list[str]) -> int:
     """Run one of `COMMANDS` (argv[0]) and return its exit code."""
     command, rest = argv[0], list(argv[1:])
     if command == "evaluate":
-        import torch
+        from .threads import configure_torch_threads
 
-        if not torch.cuda.is_available():
-            torch.set_num_threads(int(os.environ.get("METTA_TORCH_THREADS", min(2, os.cpu_count() or 1))))
+        configure_torch_threads()
         return evaluate_main(rest)
     if command == "analyze":
         from .scorecard import main as analyze_main

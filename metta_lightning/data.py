@@ -20,20 +20,19 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from pydantic import ValidationError
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch.utils.data import DataLoader, IterableDataset
 from torchrl.envs.utils import ExplorationType, exploration_type
 
-from envs import presets
 from envs.config import GameConfig
+from envs.presets import resolve_game
 from envs.info import EnvInfo
 
-from .logging import PhaseTimer, time_method
+from .timing import PhaseTimer, time_method
 from .training import Rollout
 
-__all__ = ["BatchSemantics", "CollectorDataset", "RolloutActor", "RolloutDataModule", "identity", "resolve_game"]
+__all__ = ["BatchSemantics", "CollectorDataset", "RolloutActor", "RolloutDataModule", "identity"]
 
 BatchSemantics = Literal["per_rank", "global"]
 
@@ -41,44 +40,6 @@ BatchSemantics = Literal["per_rank", "global"]
 def identity(x: Any) -> Any:
     """collate_fn for rollouts (the default collate would iterate over a TensorDict's first dim)."""
     return x
-
-
-def _merge(base: dict, over: dict) -> dict:
-    """Recursive dict merge; a dict naming another `kind` (e.g. an ascii map over an arena) replaces."""
-    out = dict(base)
-    for k, v in over.items():
-        b = out.get(k)
-        if isinstance(v, dict) and isinstance(b, dict) and v.get("kind", b.get("kind")) == b.get("kind"):
-            out[k] = _merge(b, v)
-        else:
-            out[k] = v
-    return out
-
-
-def resolve_game(game: str | GameConfig | dict, overrides: dict | None = None, where: str = "data.game") -> GameConfig:
-    """A GameConfig (or its dict), or the name of a preset in `envs.presets.PRESETS`; then `overrides`
-    (GameConfig fields, merged recursively) are applied and the result validated. A bad field raises a
-    ValueError naming its path under `where` (e.g. `data.game.map_builder.lines: ...`)."""
-    if isinstance(game, str):
-        if game not in presets.PRESETS:
-            raise ValueError(f"{where}: unknown game preset {game!r} (presets: {', '.join(presets.PRESETS)})")
-        game = presets.PRESETS[game]()
-    elif isinstance(game, dict):
-        game = _validate_game(game, where)
-    elif not isinstance(game, GameConfig):
-        raise ValueError(f"{where}: expected a preset name or a game config, got {type(game).__name__}")
-    if overrides:
-        game = _validate_game(_merge(game.model_dump(), overrides), where)
-    return game
-
-
-def _validate_game(fields: dict, where: str) -> GameConfig:
-    try:
-        return GameConfig.model_validate(fields)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join([where, *(str(p) for p in err['loc'])])}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors())
-        raise ValueError(problems) from None
 
 
 class RolloutActor(TensorDictModuleBase):

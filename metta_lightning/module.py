@@ -20,11 +20,11 @@ import time
 from typing import Any, Callable, Literal
 
 import lightning as L
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from envs.info import EnvInfo
-from envs.torchrl_env import summarize_episode_stats
 from models.base import Policy, build_policy, policy_spec
 
 from . import ppo
@@ -264,3 +264,19 @@ def merge_episode_means(parts: list[tuple[int, dict[str, float]]]) -> dict[str, 
         for k, v in means.items():
             sums[k] = sums.get(k, 0.0) + v * n
     return {k: v / total for k, v in sums.items()}
+
+
+def summarize_episode_stats(episodes: list[dict]) -> dict[str, float]:
+    """Mean over finished episodes of: `overview/reward` (mean agent return), `overview/episode_length`,
+    `env_agent/<stat>` (mean over the episode's agents) and `env_game/<stat>`."""
+    if not episodes:
+        return {}
+    sums: dict[str, float] = {}
+    for ep in episodes:
+        items = [("overview/reward", float(np.mean(ep["reward"]))),
+                 ("overview/episode_length", float(ep["steps"]))]
+        items += [(f"env_agent/{k}", float(np.mean(v))) for k, v in ep["agent"].items()]
+        items += [(f"env_game/{k}", float(v)) for k, v in ep["game"].items()]
+        for k, v in items:
+            sums[k] = sums.get(k, 0.0) + v
+    return {k: v / len(episodes) for k, v in sums.items()}

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
 from envs.config import GameConfig
 from envs.info import EnvInfo
+from models.base import FeatureRemap
 
 from .stats_db import StatsDB, flatten_config
 
@@ -64,7 +65,7 @@ class SimulationConfig(BaseModel):
     seed: int = 0
 
     def game_config(self) -> GameConfig:
-        from .data import resolve_game
+        from envs.presets import resolve_game
 
         try:
             cfg = resolve_game(self.game, self.game_overrides)
@@ -171,11 +172,9 @@ def load_policy_handle(policy: torch.nn.Module | str | PolicyHandle, key: str | 
         return policy
     if isinstance(policy, torch.nn.Module):
         return PolicyHandle(policy, key or "policy", int(version or 0))
-    from .checkpoint import load_policy  # only needed for URIs
+    from .checkpoint import load_artifact  # only needed for URIs
 
-    module = load_policy(str(policy), device=device)
-    spec = getattr(module, "policy_spec", {}) or {}
-    url = getattr(module, "artifact_url", str(policy))
+    module, spec, url = load_artifact(str(policy), device=device)
     if key is None:
         key = spec.get("run") or Path(str(url)).name.split(":")[0].removesuffix(".mpt")
     if version is None:
@@ -257,12 +256,7 @@ def run_simulation(policy: torch.nn.Module, sim: SimulationConfig, name: str = "
     if trained_on is not None and list(trained_on.action_names) != list(env_info.action_names):
         raise SimulationError(f"simulation {name!r}: its actions {env_info.action_names} differ from the "
                               f"policy's {trained_on.action_names}")
-    remap = None
-    if trained_on is not None and getattr(policy, "feature_remap", None) is None:  # load_policy may have one
-        from .checkpoint import FeatureRemap, feature_remap_table
-
-        table = feature_remap_table(list(trained_on.feature_names), list(env_info.feature_names))
-        remap = FeatureRemap(table) if table is not None else None
+    remap = FeatureRemap.between(trained_on, env_info) if trained_on is not None else None
 
     device = _device_of(policy)
     num_envs = sim.num_envs or min(sim.num_episodes, 4)

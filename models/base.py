@@ -25,8 +25,8 @@ from torch import Tensor, nn
 
 from envs.info import EnvInfo
 
-__all__ = ["OPTIONAL_OUTPUTS", "Policy", "TokenToBox", "build_policy", "layer_init", "policy_outputs",
-           "policy_spec"]
+__all__ = ["OPTIONAL_OUTPUTS", "FeatureRemap", "Policy", "TokenToBox", "build_policy", "feature_remap_table",
+           "layer_init", "policy_outputs", "policy_spec"]
 
 # Outputs a policy may add beside logits, values and state (losses declare which ones they need).
 OPTIONAL_OUTPUTS = ("features",)
@@ -122,3 +122,41 @@ class TokenToBox(nn.Module):
         flat.index_put_((index,), values.view(-1))
         box = flat[:-1].view(b, h, w, f).permute(0, 3, 1, 2)
         return box.reshape(*lead, f, h, w) if len(lead) != 1 else box
+
+
+def feature_remap_table(policy_features: list[str], env_features: list[str]) -> Tensor | None:
+    """uint8[256]: env feature id -> the policy's id of the same name (0xFF if unknown); None if they agree."""
+    if list(policy_features[: len(env_features)]) == list(env_features):
+        return None
+    by_name = {name: i for i, name in enumerate(policy_features)}
+    table = torch.full((256,), 0xFF, dtype=torch.uint8)
+    for env_id, name in enumerate(env_features[:255]):
+        if by_name.get(name, 0xFF) < 0xFF:
+            table[env_id] = by_name[name]
+    return table
+
+
+class FeatureRemap(nn.Module):
+    """Observation tokens of an env that numbers features differently, renumbered for a policy trained on
+    other ids (its `env_info`): byte 1 (feature id) of `[..., tokens, 3]` goes through a lookup table built
+    by name (`feature_remap_table`); a token whose feature the policy never saw becomes `0xFF 0xFF 0xFF`,
+    exactly what an unused token looks like, so every policy already ignores it. Values are raw bytes, so
+    the policy's own normalisations still apply."""
+
+    def __init__(self, table: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("table", table.to(torch.uint8), persistent=False)
+
+    @classmethod
+    def between(cls, trained_on: EnvInfo, played: EnvInfo) -> "FeatureRemap | None":
+        """The remap from `played`'s feature ids to `trained_on`'s, or None when they agree."""
+        table = feature_remap_table(list(trained_on.feature_names), list(played.feature_names))
+        return cls(table) if table is not None else None
+
+    def forward(self, obs: Tensor) -> Tensor:
+        ids = self.table.to(obs.device)[obs[..., 1].long()]
+        out = obs.clone()
+        out[..., 1] = ids
+        unknown = (ids == 0xFF) & (obs[..., 1] != 0xFF)
+        out[unknown] = 0xFF
+        return out

@@ -12,7 +12,8 @@ import torch
 
 from envs.info import EnvInfo
 from metta_lightning import checkpoint as ck
-from metta_lightning.checkpoint import CheckpointError, load_policy, save_policy
+from models.base import FeatureRemap
+from metta_lightning.checkpoint import CheckpointError, load_artifact, load_policy, save_policy
 
 FEATURES = ["type_id", "agent:group", "hp", "inv:ore", "inv:heart"]
 
@@ -61,12 +62,13 @@ def test_round_trip_local_path_and_file_url(tmp_path):
     assert os.path.basename(url) == "run1:v3.mpt"
     assert os.listdir(tmp_path) == ["run1:v3.mpt"]  # no temp file left
     for uri in (url, f"file://{url}"):
-        q = load_policy(uri)
-        assert isinstance(q, TinyPolicy) and q.init_args == {"hidden": 12}
+        q, spec, loaded_from = load_artifact(uri)
+        assert isinstance(q, TinyPolicy) and q.init_args == {"hidden": 12} and not q.training
+        assert load_policy(uri).init_args == {"hidden": 12}
         for k, v in p.state_dict().items():
             assert torch.equal(v, q.state_dict()[k])
-        assert q.policy_spec["run"] == "run1" and q.policy_spec["epoch"] == 3
-        assert q.policy_spec["agent_steps"] == 1234
+        assert spec["run"] == "run1" and spec["epoch"] == 3 and spec["agent_steps"] == 1234
+        assert loaded_from.endswith("run1:v3.mpt")
     with zipfile.ZipFile(url) as z:
         assert sorted(z.namelist()) == ["policy_spec.json", "weights.safetensors"]
         spec = json.loads(z.read("policy_spec.json"))
@@ -79,10 +81,9 @@ def test_memory_url_and_latest(tmp_path):
         save_policy(make_policy(seed=e), env_info(), f"memory://ckpts/r:v{e}.mpt")
     res = ck.resolve_uri("memory://ckpts/:latest")
     assert res.path.endswith("r:v10.mpt")  # numeric, not lexical order
-    q = load_policy("memory://ckpts/:latest")
-    assert q.policy_spec["epoch"] == 10
-    assert load_policy("memory://ckpts/r:latest").policy_spec["epoch"] == 10
-    assert load_policy("memory://ckpts").policy_spec["epoch"] == 10  # a directory means its latest
+    assert load_artifact("memory://ckpts/:latest").spec["epoch"] == 10
+    assert load_artifact("memory://ckpts/r:latest").spec["epoch"] == 10
+    assert load_artifact("memory://ckpts").spec["epoch"] == 10  # a directory means its latest
 
 
 def test_incomplete_write_is_never_latest(tmp_path):
@@ -93,16 +94,16 @@ def test_incomplete_write_is_never_latest(tmp_path):
     (d / ".r:v9.mpt.tmp-deadbeef").write_bytes(b"PK\x03\x04partial")
     data = (d / "r:v2.mpt").read_bytes()
     (d / "r:v3.mpt").write_bytes(data[: len(data) // 2])
-    assert load_policy(f"{d}/:latest").policy_spec["epoch"] == 2
+    assert load_artifact(f"{d}/:latest").spec["epoch"] == 2
 
 
 def test_bare_run_name_under_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("METTA_DATA_DIR", str(tmp_path))
     for e in (4, 5):
         save_policy(make_policy(), env_info(), str(tmp_path / "myrun" / "checkpoints" / f"myrun:v{e}.mpt"))
-    assert load_policy("myrun").policy_spec["epoch"] == 5
-    assert load_policy("myrun:latest").policy_spec["epoch"] == 5
-    assert load_policy("myrun:v4").policy_spec["epoch"] == 4
+    assert load_artifact("myrun").spec["epoch"] == 5
+    assert load_artifact("myrun:latest").spec["epoch"] == 5
+    assert load_artifact("myrun:v4").spec["epoch"] == 4
 
 
 def test_feature_remap_by_name():
@@ -112,18 +113,20 @@ def test_feature_remap_by_name():
     ck.write_bytes_atomic("memory://remap/r:v1.mpt", buf.getvalue())
     # the target env numbers the same features differently and has one the policy never saw
     target = ["inv:heart", "new_feature", "type_id", "inv:ore", "agent:group", "hp"]
-    q = load_policy("memory://remap/r:v1.mpt", env_info=env_info(target))
+    q, spec, _ = load_artifact("memory://remap/r:v1.mpt")
+    trained_on = EnvInfo(**spec["env_info"])  # any policy module: the artifact's spec has its EnvInfo
+    remap = FeatureRemap.between(trained_on, env_info(target))
     train_ids = [0, 3, 4, 2]          # type_id, inv:ore, inv:heart, hp in the training numbering
     target_ids = [2, 3, 0, 5]         # the same features in the target numbering
     obs_train = obs_batch(train_ids)
     obs_target = obs_batch(target_ids)
     with torch.no_grad():
-        assert torch.equal(p(obs_train), q(obs_target))
-        remapped = q.feature_remap(obs_batch([1, 2]))   # new_feature is unknown -> whole token blank
+        assert torch.equal(p(obs_train), q(remap(obs_target)))
+        remapped = remap(obs_batch([1, 2]))   # new_feature is unknown -> whole token blank
         assert remapped[0, 0].tolist() == [0xFF, 0xFF, 0xFF] and remapped[0, 1, 1] == 0
         # an unknown feature's token is ignored exactly like an unused one
-        assert torch.equal(q(obs_batch([2, 1])), q(obs_batch([2])))
-    assert load_policy("memory://remap/r:v1.mpt", env_info=env_info()).__dict__.get("feature_remap") is None
+        assert torch.equal(q(remap(obs_batch([2, 1]))), q(remap(obs_batch([2]))))
+    assert FeatureRemap.between(trained_on, env_info()) is None
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
@@ -175,7 +178,7 @@ def test_policy_without_init_args_is_refused(tmp_path):
 
 
 def test_feature_remap_on_project_policy_entry_points():
-    """models.* policies are called through forward_step/forward_sequence: both see remapped tokens once."""
+    """A remapped observation gives models.* policies' forward_step and forward_sequence the same outputs."""
     from models.feedforward import FeedForward
 
     info = env_info()
@@ -183,8 +186,9 @@ def test_feature_remap_on_project_policy_entry_points():
     p = FeedForward(info, channels=8, hidden_size=16).eval()
     ck.write_bytes_atomic("memory://remap2/r:v1.mpt", ck.artifact_bytes(p, info))
     target = ["inv:heart", "new_feature", "type_id", "inv:ore", "agent:group", "hp"]
-    q = load_policy("memory://remap2/r:v1.mpt", env_info=env_info(target))
-    obs_train, obs_target = obs_batch([0, 3, 4, 2]), obs_batch([2, 3, 0, 5])
+    q = load_policy("memory://remap2/r:v1.mpt")
+    remap = FeatureRemap.between(q.env_info, env_info(target))
+    obs_train, obs_target = obs_batch([0, 3, 4, 2]), remap(obs_batch([2, 3, 0, 5]))
     init = torch.ones(len(obs_train), dtype=torch.bool)
     with torch.no_grad():
         a, b = p.forward_step(obs_train, None, init), q.forward_step(obs_target, None, init)

@@ -17,7 +17,6 @@ class TinyRL(L.LightningModule):
         self.net = nn.Linear(4, 2)
         if with_counter:
             self.agent_steps = 0
-            self.total_agent_steps = 1000
 
     def train_dataloader(self):
         return DataLoader(TensorDataset(torch.randn(40, 4)), batch_size=8)  # 5 batches per epoch

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from metta_lightning.checkpoint import load_policy
+from metta_lightning.checkpoint import load_artifact, load_policy
 from metta_lightning.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -167,8 +167,8 @@ def test_checkpoints_uploaded_to_s3_and_resumed_on_a_fresh_disk(tmp_path, moto_s
     fs.invalidate_cache()
     assert fs.exists(f"{s3_bucket}/s3run/checkpoints/s3run:v3.mpt")
     assert fs.exists(f"{s3_bucket}/s3run/checkpoints/s3run:v2.ckpt")  # the state resumed from is never deleted
-    p = load_policy(f"s3://{s3_bucket}/s3run/checkpoints/:latest")
-    assert p.policy_spec["epoch"] == 3 and p.policy_spec["agent_steps"] == cli.model.agent_steps
+    p, spec, _ = load_artifact(f"s3://{s3_bucket}/s3run/checkpoints/:latest")
+    assert spec["epoch"] == 3 and spec["agent_steps"] == cli.model.agent_steps
 
 
 def test_stop_mid_epoch_then_resume_has_no_gap_and_no_repeat(tmp_path):

@@ -4,7 +4,8 @@ import torch
 from torchrl.envs.utils import check_env_specs
 
 from envs import presets
-from envs.torchrl_env import MettaGridEnv, summarize_episode_stats
+from envs.torchrl_env import MettaGridEnv
+from metta_lightning.module import summarize_episode_stats
 
 ROOM = ["#######",
         "#@...m#",

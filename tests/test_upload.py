@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks.upload import UploadCallback
-from metta_lightning.checkpoint import CheckpointError, load_policy, save_policy
+from metta_lightning.checkpoint import CheckpointError, load_artifact, load_policy, save_policy
 from test_checkpoint import env_info, make_policy
 
 
@@ -46,13 +46,13 @@ def test_upload_to_s3_and_load_back(s3_conf, s3_bucket, tmp_path):
     up.close()
 
     # the uploaded artifact loads straight from the bucket, by path and by :latest
-    q = load_policy(f"s3://{s3_bucket}/runs/run1/checkpoints/:latest")
+    q, spec, _ = load_artifact(f"s3://{s3_bucket}/runs/run1/checkpoints/:latest")
     p = make_policy(seed=2)
-    assert q.policy_spec["epoch"] == 2
+    assert spec["epoch"] == 2
     assert all(torch.equal(v, q.state_dict()[k]) for k, v in p.state_dict().items())
     # artifacts can also be written to the bucket directly (one PUT)
     save_policy(p, env_info(), f"s3://{s3_bucket}/direct/run1:v7.mpt")
-    assert load_policy(f"s3://{s3_bucket}/direct/run1:v7.mpt").policy_spec["epoch"] == 7
+    assert load_artifact(f"s3://{s3_bucket}/direct/run1:v7.mpt").spec["epoch"] == 7
 
 
 def test_s3_errors_name_the_uri(s3_conf, s3_bucket):

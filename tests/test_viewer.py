@@ -25,7 +25,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 def engine_replay(directory: Path, steps: int = 40) -> str:
     """Play a small combat arena with random actions and record game 0's episode."""
     from envs import MettaGrid
-    from metta_lightning.data import resolve_game
+    from envs.presets import resolve_game
 
     cfg = resolve_game("arena_combat", {
         "max_steps": steps,

@@ -80,8 +80,10 @@ def _from_signature(name: str, cls: type, fields: Optional[list[str]] = None, ex
 
 _PPO_FIELDS = ["clip_coef", "ent_coef", "vf_coef", "vf_clip_coef", "gamma", "gae_lambda", "vtrace_rho_clip",
                "vtrace_c_clip", "norm_adv", "max_grad_norm", "bptt_horizon", "minibatch_size", "update_epochs",
-               "target_kl"]
-_OPTIMIZER_FIELDS = ["learning_rate", "adam_eps", "adam_betas", "lr_schedule", "lr_schedule_agent_steps", "lr_min"]
+               "target_kl", "losses", "prio_alpha", "prio_beta0",
+               "prio_beta_agent_steps"]
+_OPTIMIZER_FIELDS = ["learning_rate", "adam_eps", "adam_betas", "lr_schedule", "lr_schedule_agent_steps", "lr_min",
+                     "optimizer_type", "weight_decay", "muon_momentum", "muon_exclude"]
 
 PPOConfig = _from_signature("PPOConfig", PPOModule, _PPO_FIELDS, doc="PPO hyperparameters (`PPOModule` arguments).")
 OptimizerConfig = _from_signature("OptimizerConfig", PPOModule, _OPTIMIZER_FIELDS,
@@ -394,8 +396,16 @@ class TrainingComponents:
         from . import ppo as ppo_math
 
         ppo_math.validate_sizes(env.num_rows, self.horizon, ppo.bptt_horizon, ppo.minibatch_size)
-        self.optimizer = torch.optim.Adam(policy.parameters(), lr=opt.learning_rate, eps=opt.adam_eps,
-                                          betas=tuple(opt.adam_betas))
+        from .losses import build_losses
+        from .optimizers import build_optimizers
+
+        self.losses = build_losses(ppo.losses, env.env_info, policy, ppo.prio_alpha)  # `model.losses`
+        self.optimizers = build_optimizers(policy, self.losses.modules.parameters(), opt.optimizer_type,
+                                           opt.learning_rate, tuple(opt.adam_betas), opt.adam_eps, opt.weight_decay,
+                                           env.env_info.num_actions, opt.muon_momentum, opt.muon_exclude)
+        self.optimizer = self.optimizers[-1]  # Adam (with Muon: the one for the non-matrix parameters)
+        if len(self.optimizers) == 1:
+            self.optimizer = self.optimizers[0]
         self.actor = RolloutActor(policy)
         self.system_monitor = SystemMonitor(**_set(config.monitor))
         self.agent_steps = 0
@@ -433,7 +443,8 @@ class TrainingComponents:
         td = next(self._iterator)
         rollout = Rollout(td, episodes=self._torchrl_env.episode_stats(), seconds=time.perf_counter() - start,
                           timings=self.actor.timer.pop())
-        self.update = PPOUpdate(self.policy, rollout, self.hyperparameters)
+        self.update = PPOUpdate(self.policy, rollout, self.hyperparameters, losses=self.losses,
+                                agent_steps=self.agent_steps)
         self._loss = None
         self.agent_steps += rollout.agent_steps
         return rollout
@@ -461,7 +472,7 @@ class TrainingComponents:
         """Backpropagate the last `train_minibatch` loss, clip the gradient norm, step the optimizer."""
         if self._loss is None:
             raise PhaseOrderError("optimize_step() needs a loss: call train_minibatch(minibatch) first")
-        optimizer_step(self.policy, self.optimizer, self._loss, self.config.ppo.max_grad_norm)
+        optimizer_step(self.policy, self.optimizers, self._loss, self.config.ppo.max_grad_norm)
         self._loss = None
 
     def metrics(self) -> dict[str, float]:
@@ -505,8 +516,10 @@ class TrainingComponents:
             raise ck.CheckpointError(f"{uri}: expected a policy artifact (.mpt) or a training state (.ckpt)")
         import io
 
-        state = {"state_dict": {f"policy.{k}": v for k, v in self.policy.state_dict().items()},
-                 "optimizer_states": [self.optimizer.state_dict()], "agent_steps": self.agent_steps,
+        weights = {f"policy.{k}": v for k, v in self.policy.state_dict().items()}
+        weights.update({f"loss_modules.{k}": v for k, v in self.losses.modules.state_dict().items()})
+        state = {"state_dict": weights,
+                 "optimizer_states": [o.state_dict() for o in self.optimizers], "agent_steps": self.agent_steps,
                  "hyper_parameters": {"policy": {"class_path": f"{type(self.policy).__module__}."
                                                                f"{type(self.policy).__qualname__}",
                                                  "init_args": dict(self.policy.init_args)}}}
@@ -530,7 +543,11 @@ class TrainingComponents:
                 state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
                 weights = {k[len("policy."):]: v for k, v in state["state_dict"].items() if k.startswith("policy.")}
                 self.policy.load_state_dict(weights)
-                self.optimizer.load_state_dict(state["optimizer_states"][0])
+                heads = {k[len("loss_modules."):]: v for k, v in state["state_dict"].items()
+                         if k.startswith("loss_modules.")}
+                self.losses.modules.load_state_dict(heads)
+                for o, o_state in zip(self.optimizers, state["optimizer_states"], strict=True):
+                    o.load_state_dict(o_state)
             except Exception as e:  # noqa: BLE001
                 raise ck.CheckpointError(f"{uri}: cannot load this training state ({type(e).__name__}: {e})") from None
             self.agent_steps = int(state.get("agent_steps", 0))

@@ -28,6 +28,8 @@ from envs.info import EnvInfo
 from models.base import Policy, build_policy, policy_spec
 
 from . import ppo
+from .losses import build_losses, normalize_specs
+from .optimizers import OPTIMIZER_TYPES, build_optimizers
 from .training import PPOHyperparameters, PPOUpdate, Rollout, optimizer_step
 
 __all__ = ["PPOModule"]
@@ -63,6 +65,21 @@ class PPOModule(L.LightningModule):
         lr_schedule_agent_steps: agent-steps (all ranks) to anneal over; default: the run's length,
             trainer.max_epochs x data.rollouts_per_epoch x agent-steps per rollout.
         lr_min: the learning rate at the end of the schedule.
+        losses: the training losses and their coefficients, a list of `{name, coef, args}` (see
+            `metta_lightning.losses`: ppo, grpo, kickstarter, action_supervised, contrastive, dynamics); None:
+            PPO alone. Their heads are trained and kept in the training state; teachers are reloaded from
+            their URIs.
+        prio_alpha: prioritized segment sampling: probability proportional to mean |advantage|^prio_alpha
+            (0: the uniform shuffle).
+        prio_beta0: importance-weight exponent at the start, annealed linearly to 1 over
+            `prio_beta_agent_steps`.
+        prio_beta_agent_steps: agent-steps (all ranks) over which the exponent reaches 1; default: the run's
+            length (as for `lr_schedule_agent_steps`; set it when a run is resumed with another max_epochs).
+        optimizer_type: "adam", "adamw", or "muon" (Muon on the hidden 2-D weights, Adam for the rest;
+            `metta_lightning.optimizers`).
+        weight_decay: weight decay of the optimizers.
+        muon_momentum: Muon's momentum.
+        muon_exclude: name fragments of 2-D weights kept on Adam under Muon (None: embed, bilinear, head).
     """
 
     def __init__(
@@ -89,6 +106,14 @@ class PPOModule(L.LightningModule):
         lr_schedule: Literal["constant", "linear", "cosine"] = "constant",
         lr_schedule_agent_steps: int | None = None,
         lr_min: float = 0.0,
+        losses: list[dict[str, Any]] | None = None,
+        prio_alpha: float = 0.0,
+        prio_beta0: float = 0.6,
+        prio_beta_agent_steps: int | None = None,
+        optimizer_type: Literal["adam", "adamw", "muon"] = "adam",
+        weight_decay: float = 0.0,
+        muon_momentum: float = 0.95,
+        muon_exclude: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -119,6 +144,23 @@ class PPOModule(L.LightningModule):
             raise ValueError(f"model.lr_schedule_agent_steps must be >= 1, got {lr_schedule_agent_steps}")
         self.lr_schedule, self.lr_schedule_agent_steps, self.lr_min = lr_schedule, lr_schedule_agent_steps, lr_min
         self._lr_span: int | None = lr_schedule_agent_steps
+        if prio_alpha < 0 or not 0 <= prio_beta0 <= 1:
+            raise ValueError(f"model.prio_alpha must be >= 0 and model.prio_beta0 in [0, 1], got {prio_alpha}, "
+                             f"{prio_beta0}")
+        if optimizer_type not in OPTIMIZER_TYPES:
+            raise ValueError(f"model.optimizer_type must be one of {', '.join(OPTIMIZER_TYPES)}, got "
+                             f"{optimizer_type!r}")
+        if weight_decay < 0:
+            raise ValueError(f"model.weight_decay must be >= 0, got {weight_decay}")
+        if prio_beta_agent_steps is not None and prio_beta_agent_steps < 1:
+            raise ValueError(f"model.prio_beta_agent_steps must be >= 1, got {prio_beta_agent_steps}")
+        self.prio_alpha, self.prio_beta0, self.prio_beta_agent_steps = prio_alpha, prio_beta0, prio_beta_agent_steps
+        self.optimizer_type, self.weight_decay, self.muon_momentum = optimizer_type, weight_decay, muon_momentum
+        self.muon_exclude = None if muon_exclude is None else list(muon_exclude)
+        self.loss_specs = normalize_specs(losses)
+        self.loss_set = build_losses(self.loss_specs, env_info, self.policy, prio_alpha)
+        self.loss_modules = self.loss_set.modules  # their heads: trained, and saved in the training state
+        self._run_span: int | None = prio_beta_agent_steps
         self.agent_steps = 0
         self._last_step_time: float | None = None
         # Plain dicts only: checkpoints are loaded with weights_only=True.
@@ -130,12 +172,24 @@ class PPOModule(L.LightningModule):
             "vtrace_c_clip": vtrace_c_clip, "norm_adv": norm_adv, "max_grad_norm": max_grad_norm,
             "bptt_horizon": bptt_horizon, "minibatch_size": minibatch_size, "update_epochs": update_epochs,
             "target_kl": target_kl, "lr_schedule": lr_schedule,
-            "lr_schedule_agent_steps": lr_schedule_agent_steps, "lr_min": lr_min})
+            "lr_schedule_agent_steps": lr_schedule_agent_steps, "lr_min": lr_min,
+            "losses": None if losses is None else self.loss_specs, "prio_alpha": prio_alpha,
+            "prio_beta0": prio_beta0, "prio_beta_agent_steps": prio_beta_agent_steps, "optimizer_type": optimizer_type, "weight_decay": weight_decay,
+            "muon_momentum": muon_momentum, "muon_exclude": self.muon_exclude})
 
     # -- setup -------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        return torch.optim.Adam(self.policy.parameters(), lr=self.learning_rate, eps=self.adam_eps,
-                                betas=self.adam_betas)
+        opts = build_optimizers(self.policy, self.loss_modules.parameters(), self.optimizer_type, self.learning_rate,
+                                self.adam_betas, self.adam_eps, self.weight_decay, self.env_info.num_actions,
+                                self.muon_momentum, self.muon_exclude)
+        return opts[0] if len(opts) == 1 else opts
+
+    def prio_beta_at(self, agent_steps: int) -> float:
+        """The importance-weight exponent after `agent_steps`: prio_beta0 rising linearly to 1 over the run
+        (held at prio_beta0 when the run's length is unknown)."""
+        if not self._run_span:
+            return self.prio_beta0
+        return self.prio_beta0 + (1.0 - self.prio_beta0) * min(agent_steps / self._run_span, 1.0)
 
     def minibatch_per_rank(self, world_size: int = 1, batch_semantics: str = "per_rank") -> int:
         """Agent-steps per minibatch on each rank (see `RolloutDataModule.batch_semantics`)."""
@@ -205,18 +259,26 @@ class PPOModule(L.LightningModule):
         self.validate_sizes(n, t, world, rollout.batch_semantics)
         if self.lr_schedule != "constant" and self._lr_span is None:
             self._lr_span = self.trainer.max_epochs * self.trainer.num_training_batches * rollout.agent_steps * world
+        if self._run_span is None and self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+            self._run_span = self.trainer.max_epochs * self.trainer.num_training_batches * rollout.agent_steps * world
         opt = self.optimizers()
+        opts = opt if isinstance(opt, list) else [opt]
         lr = self.learning_rate_at(self.agent_steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        for o in opts:
+            for group in o.param_groups:
+                group["lr"] = lr
         update = PPOUpdate(self.policy, rollout, self.hyperparameters(),
                            minibatch_size=self.minibatch_per_rank(world, rollout.batch_semantics),
                            all_reduce=self._all_reduce if self.trainer.world_size > 1 else None,
-                           world_size=self.trainer.world_size)
+                           world_size=self.trainer.world_size, losses=self.loss_set, agent_steps=self.agent_steps,
+                           prio_beta=self.prio_beta_at(self.agent_steps))
         update.compute_advantages()
+        # One optimizer: Lightning's clip (precision-aware); several (Muon + Adam): one norm over all of them.
+        clip = (lambda v: self.clip_gradients(opt, gradient_clip_val=v, gradient_clip_algorithm="norm")) \
+            if len(opts) == 1 else None
         for minibatch in update.minibatches():
-            optimizer_step(self.policy, opt, update.loss(minibatch), self.max_grad_norm, backward=self.manual_backward,
-                           clip=lambda v: self.clip_gradients(opt, gradient_clip_val=v, gradient_clip_algorithm="norm"))
+            optimizer_step(self.policy, opts if len(opts) > 1 else opt, update.loss(minibatch), self.max_grad_norm,
+                           backward=self.manual_backward, clip=clip)
         self.log_dict(self._iteration_metrics(rollout, update.metrics(), now, lr), on_step=True, on_epoch=False,
                       prog_bar=False, batch_size=rollout.agent_steps)
 

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 __all__ = ["advantages", "explained_variance", "minibatch_segments", "next_values", "normalize_advantages",
-           "ppo_loss", "segment", "validate_sizes"]
+           "ppo_loss", "segment", "validate_sizes", "clipped_policy_loss", "returns_to_go",
+           "group_relative_advantages", "segment_priorities", "importance_weights"]
 
 
 def validate_sizes(num_rows: int, horizon: int, bptt: int, minibatch_size: int) -> None:
@@ -95,6 +96,21 @@ def segment(x: Tensor, bptt: int) -> Tensor:
     return x.reshape(n * (t // bptt), bptt, *x.shape[2:])
 
 
+def segment_priorities(segment_adv: Tensor, alpha: float) -> Tensor:
+    """Sampling probabilities `[S]` of segments `[S, bptt]`: proportional to mean |advantage| ^ alpha
+    (alpha 0: uniform)."""
+    p = segment_adv.abs().mean(dim=1).pow(alpha) if alpha > 0 else torch.ones(segment_adv.shape[0],
+                                                                               device=segment_adv.device)
+    p = p + 1e-12 if bool((p.sum() <= 0)) else p  # every |advantage| 0: uniform
+    return p / p.sum()
+
+
+def importance_weights(probs: Tensor, index: Tensor, beta: float) -> Tensor:
+    """(S * P(i)) ^ -beta for the drawn segments `index`: with beta 1, E_P[w f] equals the uniform mean of
+    f exactly (the sampling bias undone); with alpha 0 (P = 1/S) every weight is 1."""
+    return (probs.shape[0] * probs[index]).pow(-beta)
+
+
 def minibatch_segments(num_segments: int, segments_per_minibatch: int,
                        generator: torch.Generator | None = None) -> list[Tensor]:
     """A random permutation of segment indices split into equal minibatches."""
@@ -104,29 +120,80 @@ def minibatch_segments(num_segments: int, segments_per_minibatch: int,
 
 def ppo_loss(logits: Tensor, actions: Tensor, old_log_prob: Tensor, new_values: Tensor, old_values: Tensor,
              returns: Tensor, adv: Tensor, clip_coef: float, vf_clip_coef: float, ent_coef: float,
-             vf_coef: float) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+             vf_coef: float, weights: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor], Tensor]:
     """Clipped PPO objective on one minibatch (any matching shapes; logits have a trailing action dim).
 
     Returns (loss, detached stats, importance ratio). The value loss is clipped around the stored
-    values (`vf_clip_coef` <= 0 disables that)."""
+    values (`vf_clip_coef` <= 0 disables that). `weights` `[B]` (prioritized sampling's importance
+    weights, one per row) weight the policy and value terms; None is the plain mean."""
     log_probs = torch.log_softmax(logits, dim=-1)
     new_log_prob = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
     entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
     log_ratio = new_log_prob - old_log_prob
     ratio = log_ratio.exp()
-    pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean()
+    pg_loss = _mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)), weights)
     v_loss_unclipped = (new_values - returns) ** 2
     if vf_clip_coef > 0:
         v_clipped = old_values + (new_values - old_values).clamp(-vf_clip_coef, vf_clip_coef)
-        v_loss = 0.5 * torch.max(v_loss_unclipped, (v_clipped - returns) ** 2).mean()
+        v_loss = 0.5 * _mean(torch.max(v_loss_unclipped, (v_clipped - returns) ** 2), weights)
     else:
-        v_loss = 0.5 * v_loss_unclipped.mean()
+        v_loss = 0.5 * _mean(v_loss_unclipped, weights)
     loss = pg_loss - ent_coef * entropy + vf_coef * v_loss
     with torch.no_grad():
         stats = {"policy_loss": pg_loss.detach(), "value_loss": v_loss.detach(), "entropy": entropy.detach(),
                  "approx_kl": ((ratio - 1) - log_ratio).mean(),
                  "clipfrac": ((ratio - 1).abs() > clip_coef).float().mean()}
     return loss, stats, ratio.detach()
+
+
+def _mean(x: Tensor, weights: Tensor | None) -> Tensor:
+    if weights is None:
+        return x.mean()
+    return (x * weights.view(-1, *([1] * (x.dim() - 1)))).mean()
+
+
+def clipped_policy_loss(logits: Tensor, actions: Tensor, old_log_prob: Tensor, adv: Tensor, clip_coef: float,
+                        ent_coef: float, weights: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """The clipped-ratio policy term and entropy bonus alone (no critic): GRPO's loss. Returns (loss,
+    detached stats, importance ratio)."""
+    log_probs = torch.log_softmax(logits, dim=-1)
+    new_log_prob = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+    log_ratio = new_log_prob - old_log_prob
+    ratio = log_ratio.exp()
+    pg_loss = _mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)), weights)
+    with torch.no_grad():
+        stats = {"policy_loss": pg_loss.detach(), "entropy": entropy.detach(),
+                 "approx_kl": ((ratio - 1) - log_ratio).mean(),
+                 "clipfrac": ((ratio - 1).abs() > clip_coef).float().mean()}
+    return pg_loss - ent_coef * entropy, stats, ratio.detach()
+
+
+def returns_to_go(rewards: Tensor, done: Tensor, gamma: float) -> Tensor:
+    """`[N, T]`: discounted sum of the rewards from t to the episode's end or the rollout's last step
+    (no bootstrap: no critic)."""
+    out = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[:, 0])
+    not_done = (~done).to(rewards.dtype)
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        last = rewards[:, t] + gamma * not_done[:, t] * last
+        out[:, t] = last
+    return out
+
+
+def group_relative_advantages(rewards: Tensor, done: Tensor, gamma: float, groups: Tensor,
+                              eps: float = 1e-8) -> Tensor:
+    """GRPO's advantages `[N, T]`: each step's return-to-go (`returns_to_go`), normalised by the mean and
+    standard deviation of the returns of its group (`groups` `[N]`: the group id of each row; rows of one
+    group play the same game with the same policy)."""
+    g = returns_to_go(rewards, done, gamma)
+    adv = torch.empty_like(g)
+    for gid in groups.unique():
+        rows = groups == gid
+        x = g[rows]
+        std = x.std() if x.numel() > 1 else torch.zeros((), dtype=x.dtype, device=x.device)
+        adv[rows] = (x - x.mean()) / (std + eps)
+    return adv
 
 
 def explained_variance(values: Tensor, returns: Tensor) -> Tensor:

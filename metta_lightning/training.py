@@ -5,19 +5,24 @@ Python API's `TrainingComponents` and by the benchmark's hand loop alike:
     update = PPOUpdate(policy, rollout, hp)
     update.compute_advantages()                     # 2. GAE with V-trace clipping over the rollout
     for mb in update.minibatches():                 # 3. whole BPTT segments, shuffled, update_epochs passes
-        loss = update.loss(mb)                      # 4. policy forward + PPO loss (metrics kept)
+        loss = update.loss(mb)                      # 4. policy forward + the configured losses (metrics kept)
         optimizer_step(policy, optimizer, loss)     # 5. backward, clip the gradient norm, step
     update.metrics()                                # mean losses over the minibatches
 
 The math lives in `ppo.py`; this module holds the order and the bookkeeping between phases (the
 importance ratios V-trace needs from one pass to the next, the early stop on `target_kl`), and says
 what to call first when a phase is called out of order.
+
+The loss of a minibatch is the sum of `coef x loss` over the configured `losses.LossSet` (default: PPO
+alone, which is exactly the PPO loss). With `prio_alpha > 0` the segments of each pass are drawn with
+probability proportional to |advantage|^prio_alpha (with replacement) and every loss is weighted by the
+importance weights (S * P)^-beta; `prio_alpha = 0` keeps the uniform shuffle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import torch
 from tensordict import TensorDictBase
@@ -71,14 +76,18 @@ class PPOHyperparameters:
     minibatch_size: int = 4096
     update_epochs: int = 1
     target_kl: Optional[float] = None
+    prio_alpha: float = 0.0
+    prio_beta0: float = 0.6
 
 
 @dataclass
 class Minibatch:
-    """Segment indices into the update's `[segments, bptt]` tensors, and the pass they belong to."""
+    """Segment indices into the update's `[segments, bptt]` tensors, the pass they belong to, and the
+    importance weights `[B]` of prioritized sampling (None: uniform)."""
 
     index: Tensor
     epoch: int
+    weights: Optional[Tensor] = None
 
 
 @torch.no_grad()
@@ -113,12 +122,22 @@ class PPOUpdate:
         all_reduce: sums a tensor over the processes of a DDP run (advantage statistics, the `target_kl`
             decision); None on one process.
         world_size: processes taking part (the `target_kl` decision uses the mean over them).
+        losses: the configured `losses.LossSet` (None: PPO alone).
+        agent_steps: agent-steps trained before this rollout (loss coefficient schedules).
+        prio_beta: importance-weight exponent of prioritized sampling for this rollout (None: `hp.prio_beta0`).
     """
 
     def __init__(self, policy, rollout: Rollout | TensorDictBase, hp: PPOHyperparameters,
                  minibatch_size: Optional[int] = None, all_reduce: Optional[Callable[[Tensor], Tensor]] = None,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, losses=None, agent_steps: int = 0, prio_beta: Optional[float] = None) -> None:
+        from .losses import LossSet
+
         self.policy, self.hp = policy, hp
+        self.losses = losses if losses is not None else LossSet.default()
+        self.agent_steps = agent_steps
+        self.prio_beta = hp.prio_beta0 if prio_beta is None else prio_beta
+        if hp.prio_alpha > 0 and self.losses.advantage_source is None:
+            raise ValueError(f"prio_alpha={hp.prio_alpha} needs a loss with advantages (ppo or grpo)")
         self.td = rollout.data if isinstance(rollout, Rollout) else rollout
         self.n, self.t = self.td.batch_size
         self.minibatch_size = minibatch_size or hp.minibatch_size
@@ -143,6 +162,8 @@ class PPOUpdate:
         self._next_values = ppo.next_values(self.values, final_values(self.policy, td), done)
         self._segments()
         self._set_advantages(None)
+        for _, loss, _ in self.losses.items():
+            loss.prepare(self)
         return self.advantages
 
     def _set_advantages(self, ratio: Optional[Tensor]) -> None:
@@ -163,6 +184,7 @@ class PPOUpdate:
         self.obs, self.is_init = seg(td.get("observation")), seg(td.get("is_init")[..., 0])
         self.actions, self.old_log_prob = seg(td.get("action")), seg(td.get("action_log_prob"))
         self.old_values = seg(self.values)
+        self.rewards, self.dones = seg(self._rewards), seg(self._done)
         self.state0 = seg(td.get("recurrent_state"))[:, 0] if self.policy.is_recurrent else None
 
     # -- 3. minibatches --------------------------------------------------------------------------
@@ -176,29 +198,63 @@ class PPOUpdate:
             if epoch > 0:  # V-trace: importance ratios of the policy being trained vs the behaviour policy
                 self._set_advantages(self._ratio.view(self.n, self.t))
             self._epoch = epoch
-            for index in ppo.minibatch_segments(self.obs.shape[0], per_minibatch):
-                yield Minibatch(index.to(self.values.device), epoch)
+            if self.hp.prio_alpha > 0:
+                batches = self._prioritized(per_minibatch, epoch)
+            else:
+                batches = (Minibatch(index.to(self.values.device), epoch)
+                           for index in ppo.minibatch_segments(self.obs.shape[0], per_minibatch))
+            for mb in batches:
+                yield mb
                 if self._stopped:
                     return
 
+    def _prioritized(self, per_minibatch: int, epoch: int) -> Iterator[Minibatch]:
+        """As many minibatches as a uniform pass, segments drawn with replacement by priority."""
+        adv = self.losses.advantage_source.sampling_advantages(self).detach()
+        probs = ppo.segment_priorities(adv, self.hp.prio_alpha)
+        num = probs.shape[0]
+        drawn = torch.multinomial(probs.cpu(), num, replacement=True).to(probs.device)
+        for index in drawn.split(per_minibatch):
+            yield Minibatch(index, epoch, ppo.importance_weights(probs, index, self.prio_beta))
+
+    def record_ratio(self, index: Tensor, ratio: Tensor) -> None:
+        """The importance ratios of the trained policy on these segments (V-trace in the next pass)."""
+        self._ratio[index] = ratio
+
     # -- 4. loss ---------------------------------------------------------------------------------
     def loss(self, mb: Minibatch) -> Tensor:
-        """The PPO loss of one minibatch (its metrics are summed for `metrics()`)."""
+        """The sum of coef x loss over the configured losses on one minibatch (PPO alone by default); their
+        metrics are summed for `metrics()` (PPO's as `policy_loss`, ..., the others' as `<name>/<metric>`)."""
         if self.advantages is None:
             raise PhaseOrderError("loss() needs the advantages: call compute_advantages(), then take "
                                   "minibatches from minibatches()")
+        from .losses import LossBatch
+
         i, hp = mb.index, self.hp
         outputs = self.policy.forward_sequence(self.obs[i], self.state0[i] if self.state0 is not None else None,
                                                self.is_init[i])
-        loss, stats, ratio = ppo.ppo_loss(outputs["logits"], self.actions[i], self.old_log_prob[i], outputs["values"],
-                                          self.old_values[i], self.returns[i], self.segment_advantages[i],
-                                          hp.clip_coef, hp.vf_clip_coef, hp.ent_coef, hp.vf_coef)
-        self._ratio[i] = ratio
+        batch = LossBatch(self, i, outputs, mb.weights, self.agent_steps)
+        loss: Optional[Tensor] = None
+        kl_stat = None
+        for name, module, coef in self.losses.items():
+            scale = coef * module.coefficient_scale(self.agent_steps)
+            prefix = "" if name == "ppo" else f"{name}/"
+            if name != "ppo":
+                self._metric_sums[f"{prefix}coef"] = self._metric_sums.get(f"{prefix}coef", 0.0) + scale
+            if scale == 0.0:
+                continue  # annealed (or set) to zero: skip its forward
+            value, stats = module(batch)
+            term = value if scale == 1.0 else scale * value
+            loss = term if loss is None else loss + term
+            for k, v in stats.items():
+                self._metric_sums[prefix + k] = self._metric_sums.get(prefix + k, 0.0) + v
+            if kl_stat is None and "approx_kl" in stats:
+                kl_stat = stats["approx_kl"]
+        if loss is None:  # every coefficient is 0
+            loss = outputs["logits"].sum() * 0.0
         self.updates += 1
-        for k, v in stats.items():
-            self._metric_sums[k] = self._metric_sums.get(k, 0.0) + v
-        if hp.target_kl is not None:
-            kl = stats["approx_kl"].detach().clone()
+        if hp.target_kl is not None and kl_stat is not None:
+            kl = kl_stat.detach().clone()
             if self.all_reduce is not None:
                 kl = self.all_reduce(kl) / self.world_size
             self._stopped = bool(kl > hp.target_kl)
@@ -215,18 +271,23 @@ class PPOUpdate:
         return out
 
 
-def optimizer_step(policy, optimizer: torch.optim.Optimizer, loss: Tensor, max_grad_norm: float,
-                   backward: Optional[Callable[[Tensor], None]] = None,
+def optimizer_step(policy, optimizer: Union[torch.optim.Optimizer, Sequence[torch.optim.Optimizer]], loss: Tensor,
+                   max_grad_norm: float, backward: Optional[Callable[[Tensor], None]] = None,
                    clip: Optional[Callable[[float], None]] = None) -> None:
     """Zero the gradients, backpropagate `loss`, clip the global gradient norm (<= 0: no clip) and step.
 
+    `optimizer` may be several (Muon + Adam): the norm is clipped over all their parameters together.
     `backward` and `clip` replace `loss.backward()` and `clip_grad_norm_` (Lightning's `manual_backward`
     and `clip_gradients`, which DDP and mixed precision need); the math is the same."""
-    optimizer.zero_grad(set_to_none=True)
+    optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
     (backward or Tensor.backward)(loss)
     if max_grad_norm > 0:
         if clip is not None:
             clip(max_grad_norm)
         else:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
-    optimizer.step()
+            torch.nn.utils.clip_grad_norm_([p for opt in optimizers for g in opt.param_groups for p in g["params"]],
+                                           max_grad_norm)
+    for opt in optimizers:
+        opt.step()

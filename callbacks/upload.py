@@ -1,12 +1,12 @@
-"""Copy run files (policy artifacts, resume states, replays, eval databases) to object storage.
+"""Copy run files (policy artifacts, resume states, replays, eval databases, traces) to object storage.
 
 Training never waits for the bucket: files are queued (`enqueue(path)`, or found by a scan of the run
-folder and any other watched directories at each epoch's start and end and when fit ends) and a single
-daemon thread uploads them, each as one
-`put_file` (one PUT, or a multipart upload that S3/GCS publish atomically on completion). A failure is
-logged and retried with exponential back-off (plus jitter) up to `max_attempts`; a dead bucket only
-delays uploads. Pending uploads are flushed when fit ends (and on an exception), waiting at most
-`flush_timeout_s`; whatever is still pending then is logged as not uploaded.
+folder and any other watched directories at each epoch's start and end and when fit ends) and uploaded
+one at a time by a one-worker executor, each as one `put_file` (one PUT, or a multipart upload that S3/GCS
+publish atomically on completion). A failed try is logged and retried by `tenacity` with jittered
+exponential back-off up to `max_attempts`; a dead bucket only delays uploads. When fit ends (or fails) the
+callback waits for pending uploads once, at most `flush_timeout_s` in all (60 s after an exception);
+whatever is still pending then is logged as not uploaded.
 
 Remote names: a file of the run folder (`metta_lightning.run_folder`, watched by default) goes to
 `<remote_prefix>/<path in the run folder>` (with `remote_prefix=s3://bucket/<run>`:
@@ -19,18 +19,19 @@ Only global rank 0 uploads.
 from __future__ import annotations
 
 import fnmatch
-import heapq
 import logging
 import os
-import random
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import fsspec
 import lightning.pytorch as pl
+from fsspec.implementations.local import LocalFileSystem
 from lightning.pytorch.callbacks import Callback
+from tenacity import RetryCallState, Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from metta_lightning.run_folder import RunFolder
 
@@ -39,13 +40,20 @@ log = logging.getLogger(__name__)
 DEFAULT_PATTERNS = ("*.mpt", "*.ckpt", "*.replay*", "*.duckdb", "*.db", "*.json.z", "trace_*.json")
 
 
-@dataclass(order=True)
+class _Vanished(Exception):
+    """The local file was deleted before it could be uploaded (e.g. a pruned state): nothing to retry."""
+
+
+class _Stopped(Exception):
+    """The callback was closed while a try waited for its back-off."""
+
+
+@dataclass
 class _Job:
-    not_before: float
-    seq: int
-    path: str = field(compare=False)
-    key: str = field(compare=False)
-    attempts: int = field(default=0, compare=False)
+    path: str
+    key: str
+    started: bool = False
+    future: Optional[Future] = field(default=None, repr=False)
 
 
 class UploadCallback(Callback):
@@ -59,7 +67,7 @@ class UploadCallback(Callback):
             folders (`.resume-cache/`) are skipped.
         patterns: file-name globs to upload from the watched directories.
         max_attempts: tries per file before it is given up (logged as an error).
-        backoff_s: first retry delay; doubled after each failure, capped at `max_backoff_s`.
+        backoff_s: first retry delay; doubled after each failure (with jitter), capped at `max_backoff_s`.
         max_backoff_s: longest delay between two tries of one file.
         flush_timeout_s: longest wait for pending uploads when fit ends.
         storage_options: passed to the filesystem (e.g. `{"client_kwargs": {"endpoint_url": ...}}`).
@@ -82,16 +90,13 @@ class UploadCallback(Callback):
         self.failed: list[str] = []     # local paths given up on
         self.errors = 0                 # failed tries (retried or not)
         self._seen: dict[str, tuple[float, int]] = {}
-        self._heap: list[_Job] = []
-        self._pending: dict[str, _Job] = {}   # by local path: re-announcing a pending file does not duplicate it
-        self._busy = 0
-        self._seq = 0
-        self._cv = threading.Condition()
-        self._stop = False
-        self._thread: Optional[threading.Thread] = None
+        self._pending: dict[str, _Job] = {}  # by local path: re-announcing a queued file does not duplicate it
+        self._lock = threading.Lock()
+        self._hurry = threading.Event()  # set by flush: the next back-off wait ends at once
+        self._stop = threading.Event()
+        self._executor: Optional[ThreadPoolExecutor] = None
         self._fs = None
         self._root = None
-        self._sleep: Callable[[float], None] = time.sleep
         self._end_deadline: Optional[float] = None  # see _end_wait
         self._run_root: Optional[str] = None  # the run folder, watched (see setup)
 
@@ -108,16 +113,17 @@ class UploadCallback(Callback):
             return
         path = os.path.abspath(path)
         key = key or self._key_for(path)
-        with self._cv:
-            if path in self._pending:
-                self._pending[path].key = key
+        with self._lock:
+            queued = self._pending.get(path)
+            if queued is not None and not queued.started:  # not read yet: it will upload the newest bytes
+                queued.key = key
                 return
-            self._seq += 1
-            job = _Job(time.monotonic(), self._seq, path, key)
+            if self._executor is None:
+                self._stop.clear()
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metta-upload")
+            job = _Job(path, key)
             self._pending[path] = job
-            heapq.heappush(self._heap, job)
-            self._cv.notify_all()
-        self._ensure_thread()
+            job.future = self._executor.submit(self._upload, job)
 
     def scan(self) -> int:
         """Queue new or changed files in the watched directories; returns how many."""
@@ -145,25 +151,18 @@ class UploadCallback(Callback):
         return n
 
     def pending(self) -> int:
-        with self._cv:
-            return len(self._pending) + self._busy
+        with self._lock:
+            return len(self._pending)
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until every queued file is uploaded or given up, at most `timeout` seconds (default
-        `flush_timeout_s`). Retries waiting for their back-off are tried at once. Returns True if none is
-        left."""
+        `flush_timeout_s`). A retry waiting for its back-off is tried at once. Returns True if none is left."""
         timeout = self.flush_timeout_s if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        with self._cv:
-            for job in self._heap:
-                job.not_before = min(job.not_before, time.monotonic())
-            heapq.heapify(self._heap)
-            self._cv.notify_all()
-            while self._pending or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cv.wait(min(left, 0.5))
+        self._hurry.set()
+        with self._lock:
+            futures = [job.future for job in self._pending.values() if job.future is not None]
+        wait(futures, timeout=timeout)
+        with self._lock:
             left_over = sorted(self._pending)
         if left_over:
             log.error("upload: %d file(s) not uploaded to %s after waiting %.0fs: %s", len(left_over),
@@ -171,16 +170,14 @@ class UploadCallback(Callback):
         return not left_over
 
     def close(self, timeout: Optional[float] = None) -> bool:
-        """Flush (at most `timeout` seconds), then stop the worker. A try still under way (a dead bucket's
-        connection timing out) is not waited for beyond the same limit: the thread is a daemon."""
-        deadline = time.monotonic() + (self.flush_timeout_s if timeout is None else timeout)
+        """Flush (at most `timeout` seconds), then stop the worker: files still queued are not uploaded, and
+        a try waiting for its back-off gives up (one already under way ends with its own timeout)."""
         ok = self.flush(timeout)
-        with self._cv:
-            self._stop = True
-            self._cv.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=min(5.0, max(0.1, deadline - time.monotonic())))
-            self._thread = None
+        self._stop.set()
+        self._hurry.set()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
         return ok
 
     # ------------------------------------------------------------------------------------------- worker
@@ -198,65 +195,61 @@ class UploadCallback(Callback):
             self._fs, self._root = fsspec.core.url_to_fs(self.remote_prefix, **self.storage_options)
         return self._fs, self._root
 
-    def _ensure_thread(self) -> None:
-        with self._cv:
-            if self._thread is not None and self._thread.is_alive():
-                return
-            self._stop = False
-            self._thread = threading.Thread(target=self._run, name="metta-upload", daemon=True)
-            self._thread.start()
+    def _backoff(self, seconds: float) -> None:
+        """tenacity's sleep: ends early (once) when a flush hurries it; raises when the callback is closed."""
+        if self._hurry.wait(seconds):
+            self._hurry.clear()
+        if self._stop.is_set():
+            raise _Stopped()
 
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._stop and (not self._heap or self._heap[0].not_before > time.monotonic()):
-                    wait = self._heap[0].not_before - time.monotonic() if self._heap else None
-                    self._cv.wait(wait if wait is None else max(wait, 0.01))
-                if self._stop:
-                    return
-                job = heapq.heappop(self._heap)
-                self._busy += 1
-            done = self._upload(job)
-            with self._cv:
-                self._busy -= 1
-                if done:
-                    self._pending.pop(job.path, None)
-                else:
-                    heapq.heappush(self._heap, job)
-                self._cv.notify_all()
+    def _log_retry(self, state: RetryCallState) -> None:
+        err = state.outcome.exception() if state.outcome else None
+        log.warning("upload: %s -> %s failed (try %d/%d, retry in %.1fs): %s: %s", state.args[0].path,
+                    f"{self.remote_prefix}/{state.args[0].key}", state.attempt_number, self.max_attempts,
+                    state.upcoming_sleep, type(err).__name__, err)
 
-    def _upload(self, job: _Job) -> bool:
-        """One try; returns True when the job is finished (uploaded, vanished or given up)."""
-        job.attempts += 1
+    def _upload(self, job: _Job) -> None:
+        """Upload one file, retrying (runs on the worker)."""
         dest = f"{self.remote_prefix}/{job.key}"
+        retrying = Retrying(stop=stop_after_attempt(self.max_attempts),
+                            wait=wait_exponential_jitter(initial=self.backoff_s, max=self.max_backoff_s,
+                                                         jitter=self.backoff_s / 2),
+                            retry=retry_if_not_exception_type((_Vanished, _Stopped)), sleep=self._backoff,
+                            before_sleep=self._log_retry, reraise=True)
         try:
-            fs, root = self._filesystem()
-            rpath = f"{root.rstrip('/')}/{job.key}"
-            if "/" in job.key:
-                fs.makedirs(rpath.rsplit("/", 1)[0], exist_ok=True)
-            fs.put_file(job.path, rpath)
-        except FileNotFoundError as e:
-            if not os.path.exists(job.path):
-                log.warning("upload: %s vanished before it was uploaded", job.path)
-                return True
-            err = e
-        except Exception as e:  # noqa: BLE001 - any error of any backend is retried
-            err = e
+            retrying(self._put_once, job)
+        except _Vanished:
+            log.warning("upload: %s vanished before it was uploaded", job.path)
+        except _Stopped:
+            pass
+        except Exception as e:  # noqa: BLE001 - given up after max_attempts
+            self.failed.append(job.path)
+            log.error("upload: giving up on %s -> %s after %d tries: %s: %s", job.path, dest, self.max_attempts,
+                      type(e).__name__, e)
         else:
             self.uploaded.append(dest)
             log.info("upload: %s -> %s", job.path, dest)
-            return True
-        self.errors += 1
-        if job.attempts >= self.max_attempts:
-            self.failed.append(job.path)
-            log.error("upload: giving up on %s -> %s after %d tries: %s: %s", job.path, dest, job.attempts,
-                      type(err).__name__, err)
-            return True
-        delay = min(self.max_backoff_s, self.backoff_s * 2 ** (job.attempts - 1)) * (0.75 + 0.5 * random.random())
-        log.warning("upload: %s -> %s failed (try %d/%d, retry in %.1fs): %s: %s", job.path, dest, job.attempts,
-                    self.max_attempts, delay, type(err).__name__, err)
-        job.not_before = time.monotonic() + delay
-        return False
+        finally:
+            with self._lock:
+                if self._pending.get(job.path) is job:
+                    del self._pending[job.path]
+
+    def _put_once(self, job: _Job) -> None:
+        job.started = True
+        try:
+            fs, root = self._filesystem()
+            rpath = f"{root.rstrip('/')}/{job.key}"
+            if "/" in job.key or isinstance(fs, LocalFileSystem):  # (a bucket's root is never created here)
+                fs.makedirs(rpath.rsplit("/", 1)[0], exist_ok=True)
+            fs.put_file(job.path, rpath)
+        except FileNotFoundError:
+            if not os.path.exists(job.path):
+                raise _Vanished() from None
+            self.errors += 1
+            raise
+        except Exception:
+            self.errors += 1
+            raise
 
     # ------------------------------------------------------------------------------------------- hooks
 
@@ -298,5 +291,5 @@ class UploadCallback(Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.enabled:
             self.scan()  # what other callbacks wrote when fit ended (the last evaluation's database and replays)
-            self.close(timeout=self._end_wait(min(self.flush_timeout_s, 60.0)) if self._pending else 0)
+            self.close(timeout=self._end_wait(min(self.flush_timeout_s, 60.0)) if self.pending() else 0)
             self._end_deadline = None

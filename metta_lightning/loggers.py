@@ -73,6 +73,10 @@ class WandbLogger(_LightningWandbLogger):
         **kwargs: Any,
     ) -> None:
         os.makedirs(save_dir, exist_ok=True)
+        if os.environ.get("WANDB_MODE") == "":
+            # `WANDB_MODE=` (set but empty) means "not set" to us, but wandb's own settings reject it at
+            # init, after the mode we pass, with a validation error: drop it.
+            del os.environ["WANDB_MODE"]
         kwargs.setdefault("resume", "allow")
         if group is not None:
             kwargs["group"] = group

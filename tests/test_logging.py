@@ -100,6 +100,15 @@ def test_wandb_mode_resolution(monkeypatch):
     assert resolve_wandb_mode() == "offline"
 
 
+def test_empty_wandb_mode_means_unset(tmp_path, monkeypatch):
+    """`WANDB_MODE=` in the environment: offline as if unset, instead of wandb's settings validation error."""
+    monkeypatch.setenv("WANDB_MODE", "")
+    logger = WandbLogger(project="test", save_dir=str(tmp_path))
+    assert logger.mode == "offline"
+    assert logger.experiment.settings.mode == "offline"
+    logger.experiment.finish()
+
+
 def test_wandb_offline_run_and_resume_keep_run_id(tmp_path):
     save_dir, ckpt_dir = tmp_path / "logs", tmp_path / "ckpt"
     logger = WandbLogger(project="test", save_dir=str(save_dir))

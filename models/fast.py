@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from envs.info import EnvInfo
 
-from .base import Policy, TokenToBox, layer_init, policy_outputs
+from .base import Policy, TokenToBox, layer_init, lstm_with_resets, policy_outputs
 
 __all__ = ["Fast"]
 
@@ -119,7 +119,7 @@ class Fast(Policy):
         observation (the engine writes one token per feature and cell)."""
         conv1, conv2 = self.cnn[0], self.cnn[2]
         f, h, w = self.box.num_features, self.box.height, self.box.width
-        (kh, kw), (oh, ow), c = conv1.kernel_size, self._conv1_out, conv1.out_channels
+        (oh, ow), c = self._conv1_out, conv1.out_channels
         loc, feat = tokens[..., 0].to(torch.int64), tokens[..., 1].to(torch.int64)
         row, col = loc >> 4, loc & 15
         valid = (loc != 255) & (feat < f) & (row < h) & (col < w)
@@ -152,19 +152,7 @@ class Fast(Policy):
         x = self.encoder(x).view(b, t, -1)
         if state is None:
             state = self.initial_state(b, obs.device)
-        h = state[:, 0].transpose(0, 1).contiguous()
-        c = state[:, 1].transpose(0, 1).contiguous()
-        # Run the LSTM over chunks between episode starts, zeroing the state of rows that start.
-        starts = [0] + (is_init[:, 1:].any(dim=0).nonzero().view(-1) + 1).tolist() if t > 1 else [0]
-        outs = []
-        for i, s in enumerate(starts):
-            e = starts[i + 1] if i + 1 < len(starts) else t
-            keep = (~is_init[:, s]).to(h.dtype).view(1, b, 1)
-            h, c = h * keep, c * keep
-            out, (h, c) = self.lstm(x[:, s:e], (h, c))
-            outs.append(out)
-        core = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        core, state = lstm_with_resets(self.lstm, x, state, is_init)
         values = self.critic(core).squeeze(-1)
         logits = self.actor(core) @ (self.actor_bilinear @ self.action_embeddings.weight.T) + self.actor_bias
-        return policy_outputs(logits, values, torch.stack([h.transpose(0, 1), c.transpose(0, 1)], dim=1),
-                              features=core)
+        return policy_outputs(logits, values, state, features=core)

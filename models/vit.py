@@ -21,9 +21,9 @@ from torch import Tensor, nn
 
 from envs.info import EnvInfo
 
-from .base import Policy, layer_init, policy_outputs
+from .base import Policy, layer_init, lstm_with_resets, policy_outputs
 
-__all__ = ["LatentAttentionEncoder", "TokenEmbedding", "ViT", "lstm_with_resets"]
+__all__ = ["LatentAttentionEncoder", "TokenEmbedding", "ViT"]
 
 
 class TokenEmbedding(nn.Module):
@@ -141,26 +141,6 @@ class LatentAttentionEncoder(nn.Module):
         for block in self.self_attn:
             x = block(x)
         return self.norm(x).mean(dim=1)
-
-
-def lstm_with_resets(lstm: nn.LSTM, x: Tensor, state: Tensor, is_init: Tensor) -> tuple[Tensor, Tensor]:
-    """Run `lstm` (batch_first) over `x` `[B, T, in]` from `state` `[B, 2, layers, hidden]` (h, c), zeroing a
-    row's state before each step where `is_init` `[B, T]` is set. Returns outputs `[B, T, hidden]` and the
-    state after the last step (same layout). The LSTM runs over chunks between the steps where any row
-    starts an episode."""
-    b, t = is_init.shape
-    h = state[:, 0].transpose(0, 1).contiguous()
-    c = state[:, 1].transpose(0, 1).contiguous()
-    starts = [0] + (is_init[:, 1:].any(dim=0).nonzero().view(-1) + 1).tolist() if t > 1 else [0]
-    outs = []
-    for i, s in enumerate(starts):
-        e = starts[i + 1] if i + 1 < len(starts) else t
-        keep = (~is_init[:, s]).to(h.dtype).view(1, b, 1)
-        h, c = h * keep, c * keep
-        out, (h, c) = lstm(x[:, s:e], (h, c))
-        outs.append(out)
-    core = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-    return core, torch.stack([h.transpose(0, 1), c.transpose(0, 1)], dim=1)
 
 
 class ViT(Policy):

@@ -1,7 +1,7 @@
 """Losses and optimizers on learn_small (and a short arena run): kickstarting speed-up and the variants table.
 
     python benchmarks/losses.py teacher  --out /tmp/losses-bench            # trains the learn_small teacher
-    python benchmarks/losses.py kickstart --out /tmp/losses-bench --epochs 4 --seeds 0
+    python benchmarks/losses.py kickstart --out /tmp/losses-bench --epochs 4 --scratch-epochs 15 --seeds 0 1
     python benchmarks/losses.py table    --out /tmp/losses-bench --epochs 3 --seeds 0 1 [--game arena]
 
 Every run is `fit` in a subprocess (configs/learn_small.yaml plus overrides), read back from its CSV log
@@ -93,6 +93,10 @@ def main() -> None:
     ap.add_argument("what", choices=["teacher", "kickstart", "table"])
     ap.add_argument("--out", default="/tmp/losses-bench")
     ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--scratch-epochs", type=int, default=None,
+                    help="kickstart: epochs of the from-scratch run (default: --epochs)")
+    ap.add_argument("--runs", nargs="+", choices=["scratch", "kickstart"], default=["scratch", "kickstart"],
+                    help="kickstart: which of the two students to train")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--game", choices=["learn_small", "arena"], default="learn_small")
     ap.add_argument("--variants", nargs="*", default=None)
@@ -111,8 +115,11 @@ def main() -> None:
         for seed in args.seeds:
             ks = {"policy": STUDENT, "losses": [{"name": "ppo"}, {"name": "kickstarter", "args": {
                 "teacher_uri": teacher_uri, "anneal_agent_steps": 100_000}}]}
-            for label, model in (("scratch", {"policy": STUDENT}), ("kickstart", ks)):
-                curve = run_fit(out, f"{label}-s{seed}", seed, args.epochs, model)
+            for label, model, epochs in (("scratch", {"policy": STUDENT}, args.scratch_epochs or args.epochs),
+                                         ("kickstart", ks, args.epochs)):
+                if label not in args.runs:
+                    continue
+                curve = run_fit(out, f"{label}-s{seed}", seed, epochs, model)
                 print(f"seed {seed} {label}: steps to 90% of teacher {steps_to(curve, target)}, "
                       f"final {final_reward(curve):.3f} ({curve[-1][0]} agent-steps)")
         return

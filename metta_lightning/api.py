@@ -426,18 +426,12 @@ class TrainingComponents:
         """Collect one rollout `[rows, horizon]` with the current weights (the collector `fit` uses)."""
         import time
 
-        from torchrl.collectors import Collector
-
-        from .timing import time_method
+        from .data import make_collector
 
         if self._iterator is None:
             self._torchrl_env = self.env.make_torchrl_env()
-            time_method(self._torchrl_env, "_step", self.actor.timer, "env_step")
-            device = next(self.policy.parameters()).device
-            self._collector = Collector(self._torchrl_env, self.actor, frames_per_batch=self.env.num_rows * self.horizon,
-                                        total_frames=-1, policy_device=device, storing_device=device,
-                                        env_device=self._torchrl_env.device, track_traj_ids=False,
-                                        return_same_td=True, split_trajs=False)
+            self._collector = make_collector(self._torchrl_env, self.actor, self.env.num_rows * self.horizon,
+                                             next(self.policy.parameters()).device)
             self._iterator = iter(self._collector)
         start = time.perf_counter()
         td = next(self._iterator)

@@ -57,7 +57,7 @@ class RolloutActor(TensorDictModuleBase):
         self.out_keys = ["action", "action_log_prob", "state_value"] + (
             ["recurrent_state"] if policy.is_recurrent else [])
         self.state: torch.Tensor | None = None
-        self.timer = PhaseTimer()  # timing/policy_forward (and timing/env_step, see _make_collector)
+        self.timer = PhaseTimer()  # timing/policy_forward (and timing/env_step, see make_collector)
 
     def forward(self, td: TensorDictBase) -> TensorDictBase:
         obs = td.get("observation")
@@ -82,6 +82,18 @@ class RolloutActor(TensorDictModuleBase):
         td.set("state_value", value)
         self.state = out.get("state", None)
         return td
+
+
+def make_collector(env, actor: RolloutActor, frames_per_batch: int, device):
+    """The rollout collector over a TorchRL env (`fit` and `api.TrainingComponents` alike): one
+    `frames_per_batch` TensorDict `[rows, horizon]` per iteration, the env's step charged to
+    `timing/env_step` of the actor's timer."""
+    from torchrl.collectors import Collector
+
+    time_method(env, "_step", actor.timer, "env_step")
+    return Collector(env, actor, frames_per_batch=frames_per_batch, total_frames=-1, policy_device=device,
+                     storing_device=device, env_device=env.device, track_traj_ids=False, return_same_td=True,
+                     split_trajs=False)
 
 
 class CollectorDataset(IterableDataset):
@@ -188,17 +200,10 @@ class RolloutDataModule(L.LightningDataModule):
                             device=self.env_device or "cpu")
 
     def _make_collector(self):
-        from torchrl.collectors import Collector
-
         module = self.trainer.lightning_module
-        rank = self.trainer.global_rank
-        self.env = self.make_env(self.env_seed(rank))
+        self.env = self.make_env(self.env_seed(self.trainer.global_rank))
         self.actor = RolloutActor(module.policy)
-        time_method(self.env, "_step", self.actor.timer, "env_step")
-        return Collector(self.env, self.actor, frames_per_batch=self.batch_size, total_frames=-1,
-                         policy_device=module.device, storing_device=module.device,
-                         env_device=self.env.device, track_traj_ids=False, return_same_td=True,
-                         split_trajs=False)
+        return make_collector(self.env, self.actor, self.batch_size, module.device)
 
     def setup(self, stage: str) -> None:
         rank = self.trainer.global_rank

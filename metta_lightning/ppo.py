@@ -126,24 +126,15 @@ def ppo_loss(logits: Tensor, actions: Tensor, old_log_prob: Tensor, new_values: 
     Returns (loss, detached stats, importance ratio). The value loss is clipped around the stored
     values (`vf_clip_coef` <= 0 disables that). `weights` `[B]` (prioritized sampling's importance
     weights, one per row) weight the policy and value terms; None is the plain mean."""
-    log_probs = torch.log_softmax(logits, dim=-1)
-    new_log_prob = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
-    log_ratio = new_log_prob - old_log_prob
-    ratio = log_ratio.exp()
-    pg_loss = _mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)), weights)
+    policy_term, stats, ratio = clipped_policy_loss(logits, actions, old_log_prob, adv, clip_coef, ent_coef, weights)
     v_loss_unclipped = (new_values - returns) ** 2
     if vf_clip_coef > 0:
         v_clipped = old_values + (new_values - old_values).clamp(-vf_clip_coef, vf_clip_coef)
         v_loss = 0.5 * _mean(torch.max(v_loss_unclipped, (v_clipped - returns) ** 2), weights)
     else:
         v_loss = 0.5 * _mean(v_loss_unclipped, weights)
-    loss = pg_loss - ent_coef * entropy + vf_coef * v_loss
-    with torch.no_grad():
-        stats = {"policy_loss": pg_loss.detach(), "value_loss": v_loss.detach(), "entropy": entropy.detach(),
-                 "approx_kl": ((ratio - 1) - log_ratio).mean(),
-                 "clipfrac": ((ratio - 1).abs() > clip_coef).float().mean()}
-    return loss, stats, ratio.detach()
+    stats["value_loss"] = v_loss.detach()
+    return policy_term + vf_coef * v_loss, stats, ratio
 
 
 def _mean(x: Tensor, weights: Tensor | None) -> Tensor:

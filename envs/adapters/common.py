@@ -73,6 +73,17 @@ def render_rgb(env: MettaGrid, game: int = 0, tile: int = TILE) -> np.ndarray:
     return frame
 
 
+def reset_episode_stream(engine: MettaGrid, seed: int | None, started: bool) -> None:
+    """Start the next episode of a one-game engine: a given seed restarts the seeded stream; otherwise
+    the first reset starts the engine's own stream and later ones continue it."""
+    if seed is not None:
+        engine.reset(seed)
+    elif started:
+        engine.reset_games(np.ones(1, dtype=np.bool_))  # the next episode of the stream
+    else:
+        engine.reset()
+
+
 def check_config(config: object, who: str) -> GameConfig:
     if not isinstance(config, GameConfig):
         raise TypeError(f"{who}: config must be an envs.GameConfig (e.g. envs.presets.arena()), "

@@ -10,7 +10,8 @@ from gymnasium import spaces
 
 from ..config import GameConfig
 from ..mettagrid import MettaGrid
-from .common import agent_episode_infos, check_config, check_render_mode, check_seed, render_rgb
+from .common import (agent_episode_infos, check_config, check_render_mode, check_seed, render_rgb,
+                     reset_episode_stream)
 
 __all__ = ["MettaGridGymEnv", "InvalidActionError", "GYM_ID"]
 
@@ -60,11 +61,7 @@ class MettaGridGymEnv(gymnasium.Env):
         super().reset(seed=seed)
         if seed is not None:
             self._seed = seed
-            self.engine.reset(seed)
-        elif self._reset_once:
-            self.engine.reset_games(np.ones(1, dtype=np.bool_))  # the next episode of the stream
-        else:
-            self.engine.reset()
+        reset_episode_stream(self.engine, seed, self._reset_once)
         self._reset_once = True
         self._needs_reset = False
         return self.engine.observations[0].copy(), {"seed": self._seed, "episode": self.engine.episode_index(0)}

@@ -10,7 +10,8 @@ from pettingzoo import ParallelEnv
 
 from ..config import GameConfig
 from ..mettagrid import MettaGrid
-from .common import agent_episode_infos, check_config, check_render_mode, check_seed, render_rgb
+from .common import (agent_episode_infos, check_config, check_render_mode, check_seed, render_rgb,
+                     reset_episode_stream)
 
 __all__ = ["MettaGridPettingZooEnv"]
 
@@ -70,11 +71,7 @@ class MettaGridPettingZooEnv(ParallelEnv):
         seed = check_seed(seed, "MettaGridPettingZooEnv.reset", allow_none=True)
         if seed is not None:
             self._seed = seed
-            self.engine.reset(seed)
-        elif self._reset_once:
-            self.engine.reset_games(np.ones(1, dtype=np.bool_))  # the next episode of the stream
-        else:
-            self.engine.reset()
+        reset_episode_stream(self.engine, seed, self._reset_once)
         self._reset_once = True
         self.agents = list(self.possible_agents)
         obs = self.engine.observations.copy()

@@ -51,6 +51,8 @@ TOP_LEVEL_EPILOG = """commands beside fit (not Lightning runs; each has its own 
                   open a replay in the browser viewer
   curves    RUN_DIR [-o curve.png] [-m env_agent/heart.gained]
                   plot learning curves from a W&B offline run or a CSV log
+  play      [POLICY_URI] [--game arena_basic | --suite-sim arena/basic] [--agent 0]
+                  control one agent from the browser while the policy plays the others
 
 examples:
   python -m metta_lightning fit --config configs/arena.yaml

@@ -1,9 +1,10 @@
-"""The subcommands beside `fit` that are not Lightning runs: `evaluate`, `analyze`, `replay`, `curves`.
+"""The subcommands beside `fit` that are not Lightning runs: `evaluate`, `analyze`, `replay`, `curves`, `play`.
 
     python -m metta_lightning evaluate <policy-uri> [<policy-uri> ...] --suite arena --db eval.duckdb
     python -m metta_lightning analyze eval.duckdb [more.duckdb ...] [--metric heart.gained] [--out DIR]
     python -m metta_lightning replay <replay.json.z | folder | URL> [--port 8000] [--no-browser]
     python -m metta_lightning curves <wandb run dir | CSV log dir> [-o curve.png] [-m env_agent/heart.gained]
+    python -m metta_lightning play [<policy-uri>] [--game arena_basic | --suite-sim arena/basic] [--agent 0]
 
 `metta_lightning.cli.main` hands argv to `run_command` when its first word is one of `COMMANDS`.
 Policy URIs are anything `metta_lightning.checkpoint.load_policy` takes: `<dir>/<run>:v<N>.mpt`,
@@ -18,7 +19,7 @@ import sys
 
 __all__ = ["COMMANDS", "run_command", "evaluate_main"]
 
-COMMANDS = ("evaluate", "analyze", "replay", "curves")
+COMMANDS = ("evaluate", "analyze", "replay", "curves", "play")
 
 
 def _default_db() -> str:
@@ -90,6 +91,10 @@ def run_command(argv: list[str]) -> int:
         from .curves import main as curves_main
 
         return curves_main(rest)
+    if command == "play":
+        from .viewer.play import main as play_main
+
+        return play_main(rest)
     raise ValueError(f"unknown command {command!r} (commands: {', '.join(COMMANDS)})")
 
 

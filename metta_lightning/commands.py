@@ -1,6 +1,7 @@
 """The subcommands beside `fit` that are not Lightning runs: `evaluate`, `analyze`, `replay`, `curves`, `play`.
 
     python -m metta_lightning evaluate <policy-uri> [<policy-uri> ...] --suite arena --db eval.duckdb
+    python -m metta_lightning evaluate <policy-uri> <policy-uri | random | noop> ... --cross-play [--share 0.5]
     python -m metta_lightning analyze eval.duckdb [more.duckdb ...] [--metric heart.gained] [--out DIR]
     python -m metta_lightning replay <replay.json.z | folder | URL> [--port 8000] [--no-browser]
     python -m metta_lightning curves <wandb run dir | CSV log dir> [-o curve.png] [-m env_agent/heart.gained]
@@ -44,11 +45,20 @@ def evaluate_main(argv: list[str]) -> int:
     parser.add_argument("--deterministic", action="store_true", help="argmax actions instead of sampling")
     parser.add_argument("--device", default="cpu", help="torch device for the policies")
     parser.add_argument("--no-scorecard", action="store_true", help="skip scorecard.png/.html")
+    parser.add_argument("--cross-play", action="store_true",
+                        help="play every pair of the policies together in each game (NPC names `random` and "
+                             "`noop` are policies too); the scorecard adds the pairwise table and ratings")
+    parser.add_argument("--share", type=float, default=0.5,
+                        help="cross-play: share of each game's agents the first policy of a pair plays (default 0.5)")
+    parser.add_argument("--team", type=lambda v: [int(x) for x in v.split(",") if x.strip()], default=None,
+                        help="cross-play: comma-separated agent ids the first policy of a pair plays (instead of --share)")
     args = parser.parse_args(argv)
+    if not 0 < args.share < 1:
+        parser.error(f"--share {args.share}: must be between 0 and 1 (exclusive)")
 
     from .checkpoint import CheckpointError
     from .scorecard import analyze
-    from .simulation import SimulationError, evaluate, format_results
+    from .simulation import SimulationError, cross_play, evaluate, format_matches, format_results
     from .stats_db import StatsDBError
 
     db = args.db or _default_db()
@@ -56,15 +66,22 @@ def evaluate_main(argv: list[str]) -> int:
     if replay_dir is None and args.replay_episodes > 0:
         replay_dir = (db.rsplit("/", 1)[0] if "://" in db else os.path.dirname(os.path.abspath(db))) + "/replays"
     try:
-        results = evaluate(args.policies, args.suite, db, replay_dir=replay_dir,
-                           replay_episodes=args.replay_episodes, deterministic=args.deterministic,
-                           device=args.device)
-        print(format_results(results))
+        if args.cross_play:
+            matches = cross_play(args.policies, args.suite, db, replay_dir=replay_dir,
+                                 replay_episodes=args.replay_episodes, deterministic=args.deterministic,
+                                 device=args.device, shares=None if args.team else [args.share, 1 - args.share],
+                                 team=args.team)
+            print(format_matches(matches))
+        else:
+            results = evaluate(args.policies, args.suite, db, replay_dir=replay_dir,
+                               replay_episodes=args.replay_episodes, deterministic=args.deterministic,
+                               device=args.device)
+            print(format_results(results))
         print(f"\nappended to {db}")
         if not args.no_scorecard:
             out = None if "://" not in db else "."
             _, paths = analyze([db], out_dir=out, print_table=False)
-            print(f"wrote {paths['png']}\nwrote {paths['html']}")
+            print("\n".join(f"wrote {p}" for p in (paths["png"], paths["html"]) if p))
     except (CheckpointError, SimulationError, StatsDBError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -21,12 +21,14 @@ episodes of each simulation are recorded as replays under `<replay_dir>/<policy>
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +43,9 @@ from .stats_db import StatsDB, flatten_config
 log = logging.getLogger(__name__)
 
 __all__ = ["SimulationConfig", "SuiteConfig", "SimulationError", "SimulationResult", "SuiteResult", "SUITES",
-           "PolicyHandle", "load_policy_handle", "resolve_suite", "run_simulation", "run_suite", "evaluate"]
+           "PolicyHandle", "load_policy_handle", "resolve_suite", "run_simulation", "run_suite", "evaluate",
+           "NPCPolicy", "NPC_POLICIES", "MatchResult", "assign_agents", "run_match", "play_pair", "cross_play",
+           "format_matches", "write_result"]
 
 
 class SimulationError(RuntimeError):
@@ -166,12 +170,15 @@ class PolicyHandle:
 
 def load_policy_handle(policy: torch.nn.Module | str | PolicyHandle, key: str | None = None,
                        version: int | None = None, device: str | torch.device = "cpu") -> PolicyHandle:
-    """Wrap an in-memory policy, or load a checkpoint URI (`<run>:v<epoch>.mpt`, `<dir>/:latest`, run name,
-    any fsspec URL); the key defaults to the artifact's run and the version to its epoch."""
+    """Wrap an in-memory policy, name an NPC (`random`, `noop`), or load a checkpoint URI (`<run>:v<epoch>.mpt`,
+    `<dir>/:latest`, run name, any fsspec URL); the key defaults to the artifact's run and the version to its
+    epoch."""
     if isinstance(policy, PolicyHandle):
         return policy
     if isinstance(policy, torch.nn.Module):
         return PolicyHandle(policy, key or "policy", int(version or 0))
+    if str(policy) in NPC_POLICIES:  # a built-in opponent, named as itself in the database
+        return PolicyHandle(NPCPolicy(str(policy)), key or str(policy), int(version or 0), uri=str(policy))
     from .checkpoint import load_artifact  # only needed for URIs
 
     module, spec, url = load_artifact(str(policy), device=device)
@@ -180,6 +187,45 @@ def load_policy_handle(policy: torch.nn.Module | str | PolicyHandle, key: str | 
     if version is None:
         version = int(spec.get("epoch", 0) or 0)
     return PolicyHandle(module, key, int(version), uri=str(url))
+
+
+NPC_POLICIES = ("random", "noop")
+
+
+class NPCPolicy(torch.nn.Module):
+    """A fixed, untrained opponent: `random` (uniform over the actions) or `noop` (always the noop action).
+    It picks its own actions (`actions` in its outputs), so deterministic evaluation does not turn
+    `random` into a constant."""
+
+    def __init__(self, kind: str, seed: int = 0) -> None:
+        super().__init__()
+        if kind not in NPC_POLICIES:
+            raise SimulationError(f"unknown NPC policy {kind!r} (NPC policies: {', '.join(NPC_POLICIES)})")
+        self.kind = kind
+        self.seed = int(seed)
+        self.num_actions: int | None = None
+        self.noop_index: int | None = None
+        self._gen = torch.Generator().manual_seed(self.seed)
+
+    def bind(self, env_info: EnvInfo) -> None:
+        """Learn the game's actions (every simulation calls this before playing)."""
+        names = list(env_info.action_names)
+        if self.kind == "noop" and "noop" not in names:
+            raise SimulationError(f"NPC policy 'noop': the game has no noop action (actions: {names})")
+        self.num_actions = len(names)
+        self.noop_index = names.index("noop") if "noop" in names else None
+
+    def forward_step(self, obs: torch.Tensor, state, is_init: torch.Tensor) -> dict:
+        if self.num_actions is None:
+            raise SimulationError(f"NPC policy {self.kind!r} used before bind(env_info)")
+        rows = obs.shape[0]
+        logits = torch.zeros(rows, self.num_actions, device=obs.device)
+        if self.kind == "random":
+            actions = torch.randint(self.num_actions, (rows,), generator=self._gen).to(obs.device)
+        else:
+            actions = torch.full((rows,), self.noop_index, dtype=torch.int64, device=obs.device)
+            logits[:, self.noop_index] = 1e4
+        return {"logits": logits, "actions": actions}
 
 
 def _policy_env_info(policy: torch.nn.Module) -> EnvInfo | None:
@@ -248,26 +294,80 @@ def run_simulation(policy: torch.nn.Module, sim: SimulationConfig, name: str = "
                    replay_dir: str | None = None, replay_episodes: int = 1, deterministic: bool = False,
                    seed: int | None = None) -> SimulationResult:
     """Play `sim.num_episodes` episodes with `policy` (every agent) on a fresh env."""
+    return run_match([policy], sim, name=name, suite=suite, replay_dir=replay_dir, replay_episodes=replay_episodes,
+                     deterministic=deterministic, seed=seed)
+
+
+def assign_agents(num_agents: int, num_envs: int, shares: Sequence[float] | None = None,
+                  team: Sequence[int] | None = None) -> np.ndarray:
+    """Which policy plays each agent of each game: int `[num_envs, num_agents]` of policy indices.
+
+    `team` (agent ids) gives policy 0 those agents and policy 1 the rest, in every game. Otherwise `shares`
+    (one per policy, summing to 1; default equal) sets how many agents each policy plays (at least one
+    each), and the seats rotate with the game index, so over several games every seat is played by every
+    policy and no side keeps a lucky spawn point."""
+    if team is not None:
+        ids = sorted({int(a) for a in team})
+        bad = [a for a in ids if not 0 <= a < num_agents]
+        if bad or not ids or len(ids) == num_agents:
+            raise SimulationError(f"cross-play team {list(team)}: needs agent ids in 0..{num_agents - 1}, "
+                                  f"leaving at least one agent to the opponent")
+        row = np.ones(num_agents, dtype=np.int64)
+        row[ids] = 0
+        return np.tile(row, (num_envs, 1))
+    shares = [1.0] if shares is None else [float(x) for x in shares]
+    k = len(shares)
+    if any(x <= 0 for x in shares) or not math.isclose(sum(shares), 1.0, abs_tol=1e-6):
+        raise SimulationError(f"cross-play shares {shares}: each must be > 0 and they must sum to 1")
+    if k > num_agents:
+        raise SimulationError(f"{k} policies cannot share a game of {num_agents} agent(s)")
+    counts = [max(1, int(round(x * num_agents))) for x in shares]
+    while sum(counts) > num_agents:  # rounding up the small shares took agents from the big ones
+        counts[int(np.argmax(counts))] -= 1
+    counts[int(np.argmax(counts))] += num_agents - sum(counts)
+    seats = np.repeat(np.arange(k), counts)
+    return np.stack([np.roll(seats, g * counts[0]) for g in range(num_envs)])
+
+
+def run_match(policies: Sequence[torch.nn.Module], sim: SimulationConfig, name: str = "sim", suite: str = "",
+              replay_dir: str | None = None, replay_episodes: int = 1, deterministic: bool = False,
+              seed: int | None = None, shares: Sequence[float] | None = None,
+              team: Sequence[int] | None = None) -> SimulationResult:
+    """Play `sim.num_episodes` episodes in which the agents are split among `policies` (see
+    `assign_agents`); each policy acts for its own agents with its own recurrent state. One policy: it
+    plays every agent (`run_simulation`). Each episode dict gets `agent_policy`: the policy index of
+    every agent."""
     from envs import MettaGrid
 
+    if not policies:
+        raise SimulationError(f"simulation {name!r}: no policy to play")
     cfg = sim.game_config()
     env_info = EnvInfo.from_config(cfg)
-    trained_on = _policy_env_info(policy)
-    if trained_on is not None and list(trained_on.action_names) != list(env_info.action_names):
-        raise SimulationError(f"simulation {name!r}: its actions {env_info.action_names} differ from the "
-                              f"policy's {trained_on.action_names}")
-    remap = FeatureRemap.between(trained_on, env_info) if trained_on is not None else None
+    remaps = []
+    for i, policy in enumerate(policies):
+        if isinstance(policy, NPCPolicy):
+            policy.bind(env_info)
+        trained_on = _policy_env_info(policy)
+        if trained_on is not None and list(trained_on.action_names) != list(env_info.action_names):
+            raise SimulationError(f"simulation {name!r}: its actions {env_info.action_names} differ from the "
+                                  f"actions of policy {i} ({trained_on.action_names})")
+        remaps.append(FeatureRemap.between(trained_on, env_info) if trained_on is not None else None)
 
-    device = _device_of(policy)
+    device = _device_of(policies[0])
     num_envs = sim.num_envs or min(sim.num_episodes, 4)
     seed = sim.seed if seed is None else seed
     env = MettaGrid(cfg, num_envs=num_envs, seed=seed)
+    seats = (np.zeros((num_envs, env.num_agents), dtype=np.int64) if len(policies) == 1
+             else assign_agents(env.num_agents, num_envs, shares, team))
+    flat_seats = seats.reshape(-1)
+    rows_of = [torch.from_numpy(np.flatnonzero(flat_seats == i)).to(device) for i in range(len(policies))]
     recorder = None
     if replay_dir and replay_episodes > 0:
         recorder = env.record_replays(list(range(min(num_envs, replay_episodes))), str(replay_dir))
     gen = torch.Generator(device=device).manual_seed(seed)
-    was_training = policy.training
-    policy.eval()
+    was_training = [p.training for p in policies]
+    for p in policies:
+        p.eval()
     episodes: list[dict] = []
     start = time.perf_counter()
     timed_out = False
@@ -275,22 +375,32 @@ def run_simulation(policy: torch.nn.Module, sim: SimulationConfig, name: str = "
         with torch.inference_mode():
             obs = env.reset()
             rows = env.num_rows
-            state = policy.initial_state(rows, device) if hasattr(policy, "initial_state") else None
+            states = [p.initial_state(len(r), device) if hasattr(p, "initial_state") else None
+                      for p, r in zip(policies, rows_of)]
             is_init = torch.ones(rows, dtype=torch.bool, device=device)
+            actions = torch.zeros(rows, dtype=torch.int64, device=device)
             while len(episodes) < sim.num_episodes:
                 if time.perf_counter() - start > sim.max_time_s:
                     timed_out = True
                     break
                 o = torch.from_numpy(obs).to(device)
-                if remap is not None:
-                    o = remap(o)
-                out = policy.forward_step(o, state, is_init)
-                logits, state = out["logits"], out.get("state", None)
-                if deterministic:
-                    actions = logits.argmax(-1)
-                else:
-                    probs = torch.softmax(logits.float(), -1)
-                    actions = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+                for i, (policy, r) in enumerate(zip(policies, rows_of)):
+                    mine = o if len(policies) == 1 else o[r]
+                    if remaps[i] is not None:
+                        mine = remaps[i](mine)
+                    out = policy.forward_step(mine, states[i], is_init if len(policies) == 1 else is_init[r])
+                    logits, states[i] = out["logits"], out.get("state", None)
+                    if "actions" in out.keys():  # a scripted policy picks its own actions
+                        chosen = out["actions"]
+                    elif deterministic:
+                        chosen = logits.argmax(-1)
+                    else:
+                        probs = torch.softmax(logits.float(), -1)
+                        chosen = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+                    if len(policies) == 1:
+                        actions = chosen
+                    else:
+                        actions[r] = chosen.to(actions.dtype)
                 obs, _, terms, truncs = env.step(actions.to(torch.int32).cpu().numpy())
                 done = np.logical_or(terms, truncs)
                 is_init = torch.from_numpy(done.copy()).to(device)
@@ -302,10 +412,13 @@ def run_simulation(policy: torch.nn.Module, sim: SimulationConfig, name: str = "
             if recorder is not None and not isinstance(recorder, _Stopped):
                 env.record_replays(None)
     finally:
-        policy.train(was_training)
+        for p, t in zip(policies, was_training):
+            p.train(t)
         env.close()
     seconds = time.perf_counter() - start
     episodes = sorted(episodes, key=lambda e: (e["episode"], e["env"]))[: sim.num_episodes]
+    for e in episodes:
+        e["agent_policy"] = seats[int(e["env"])].tolist()
     if recorder is not None:
         by_name = {Path(p).name: p for p in recorder.paths}
         for e in episodes:
@@ -331,15 +444,23 @@ def _safe(s: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in s)
 
 
-def write_result(db: StatsDB, result: SimulationResult, handle: PolicyHandle) -> str:
-    """Append one simulation's episodes to `db`; returns the simulation id."""
+def write_result(db: StatsDB, result: SimulationResult, handle: PolicyHandle | Sequence[PolicyHandle]) -> str:
+    """Append one simulation's episodes to `db`; returns the simulation id. A match (several handles, in
+    the order given to `run_match`) is one `simulations` row under the first policy; `agent_policies` says
+    which policy played each agent and `agent_groups` puts each policy's agents in group = its index."""
+    handles = [handle] if isinstance(handle, PolicyHandle) else list(handle)
+    first = handles[0]
     sim_id = db.add_simulation(result.name, result.suite, env=result.env,
-                               policy_key=handle.key, policy_version=handle.version)
+                               policy_key=first.key, policy_version=first.version)
     attrs = flatten_config(result.config.model_dump(mode="json"))
-    if handle.uri:
-        attrs["policy.uri"] = handle.uri
+    if first.uri:
+        attrs["policy.uri"] = first.uri
+    if len(handles) > 1:
+        attrs["crossplay.policies"] = json.dumps([h.label for h in handles])
     for e in result.episodes:
-        db.add_episode(sim_id, e, handle.key, handle.version, attributes=attrs, replay_url=e.get("replay_url"))
+        seats = e.get("agent_policy") or [0] * len(e["reward"])
+        db.add_episode(sim_id, e, first.key, first.version, attributes=attrs, replay_url=e.get("replay_url"),
+                       groups=seats, agent_policies=[(handles[i].key, handles[i].version) for i in seats])
     db.finish_simulation(sim_id)
     return sim_id
 
@@ -379,6 +500,90 @@ def evaluate(policies: Iterable[torch.nn.Module | str | PolicyHandle], suite: st
             results.append(run_suite(h, suite_cfg, db=db, replay_dir=replay_dir, replay_episodes=replay_episodes,
                                      deterministic=deterministic))
     return results
+
+
+@dataclass
+class MatchResult:
+    """One simulation played by two or more policies together (`policies[i]` plays the agents whose
+    `agent_policy` is i)."""
+
+    simulation: SimulationResult
+    policies: list[str]
+    """Labels (`<key>:v<version>`), in seat order."""
+
+    def mean_rewards(self) -> list[float]:
+        """Each policy's mean episode return per agent-episode it played."""
+        sums = np.zeros(len(self.policies))
+        counts = np.zeros(len(self.policies))
+        for e in self.simulation.episodes:
+            seats = np.asarray(e["agent_policy"])
+            reward = np.asarray(e["reward"], dtype=np.float64)
+            np.add.at(sums, seats, reward)
+            np.add.at(counts, seats, 1)
+        return [float(s / c) if c else float("nan") for s, c in zip(sums, counts)]
+
+
+def cross_play(policies: Iterable[torch.nn.Module | str | PolicyHandle], suite: str | SuiteConfig, db_uri: str,
+               replay_dir: str | None = None, replay_episodes: int = 1, deterministic: bool = False,
+               device: str | torch.device = "cpu", shares: Sequence[float] | None = None,
+               team: Sequence[int] | None = None) -> list[MatchResult]:
+    """Every pair of `policies` plays every simulation of `suite` together (the first of the pair on
+    `shares[0]` of the agents, or on the agent ids in `team`); appended to the database at `db_uri`.
+    NPC names (`random`, `noop`) are policies too."""
+    suite_cfg = resolve_suite(suite)
+    handles = [load_policy_handle(p, device=device) for p in policies]
+    labels = [h.label for h in handles]
+    if len(handles) < 2:
+        raise SimulationError(f"cross-play needs at least two policies, got {len(handles)}")
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise SimulationError(f"cross-play: policy {', '.join(dupes)} given twice (each policy once)")
+    results = []
+    with StatsDB(db_uri) as db:
+        for a, b in itertools.combinations(handles, 2):
+            results.extend(play_pair(a, b, suite_cfg, db, replay_dir, replay_episodes, deterministic, shares, team))
+    return results
+
+
+def play_pair(a: PolicyHandle, b: PolicyHandle, suite: str | SuiteConfig, db: StatsDB | None = None,
+              replay_dir: str | None = None, replay_episodes: int = 1, deterministic: bool = False,
+              shares: Sequence[float] | None = None, team: Sequence[int] | None = None) -> list[MatchResult]:
+    """`a` against `b` on every simulation of `suite` (appended to `db` when given)."""
+    suite_cfg = resolve_suite(suite)
+    shares = [0.5, 0.5] if shares is None and team is None else shares
+    out = []
+    for short, sim in suite_cfg.simulations.items():
+        full = f"{suite_cfg.name}/{short}"
+        rdir = None
+        if replay_dir:
+            rdir = (f"{str(replay_dir).rstrip('/')}/crossplay/{_safe(a.label)}_vs_{_safe(b.label)}/"
+                    f"{_safe(suite_cfg.name)}/{_safe(short)}")
+        r = run_match([a.policy, b.policy], sim, name=full, suite=suite_cfg.name, replay_dir=rdir,
+                      replay_episodes=replay_episodes, deterministic=deterministic, shares=shares, team=team)
+        match = MatchResult(r, [a.label, b.label])
+        ra, rb = match.mean_rewards()
+        log.info("%s vs %s on %s: %.3f vs %.3f over %d episodes (%.1fs)", a.label, b.label, full, ra, rb,
+                 len(r.episodes), r.seconds)
+        if db is not None:
+            write_result(db, r, [a, b])
+        out.append(match)
+    return out
+
+
+def format_matches(matches: list[MatchResult]) -> str:
+    """A plain-text table: one row per match (pair x simulation) with both sides' mean reward."""
+    if not matches:
+        return "(no matches)"
+    head = ["policy", "opponent", "simulation", "reward", "opponent reward", "episodes"]
+    rows = []
+    for m in matches:
+        ra, rb = m.mean_rewards()
+        rows.append([m.policies[0], m.policies[1], m.simulation.name, f"{ra:.3f}", f"{rb:.3f}",
+                     str(len(m.simulation.episodes))])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w)  # noqa: E731
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(head), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
 
 
 def format_results(results: list[SuiteResult]) -> str:

@@ -18,6 +18,13 @@ can run yourself, e.g. with the duckdb CLI or `duckdb.connect("eval.duckdb").sql
     SIMULATION_SCORES_SQL   per (policy, suite, simulation): mean of a metric (default `reward`)
     CATEGORY_SCORES_SQL     per (policy, suite, category): mean of the simulation scores of that category
     SUITE_SCORES_SQL        per (policy, suite): mean of the simulation scores of that suite
+    CROSSPLAY_SQL           per (policy, opponent, suite, simulation), over the episodes they played together
+                            (cross-play: `agent_policies` names more than one policy): both sides' means,
+                            the policy's wins, losses and draws
+    CROSSPLAY_TEAMS_SQL     per cross-play episode and policy: the mean over the agents it played (the
+                            matches that `scorecard.ratings` rates)
+
+The first three score each policy on the episodes it played alone: cross-play episodes do not enter them.
 
 Databases from several runs merge with `merge([...], into=...)` (ATTACH + INSERT OR IGNORE; all ids are
 UUIDs, so nothing collides).
@@ -37,7 +44,7 @@ import duckdb
 import numpy as np
 
 __all__ = ["StatsDB", "StatsDBError", "SCHEMA", "SIMULATION_SCORES_SQL", "CATEGORY_SCORES_SQL",
-           "SUITE_SCORES_SQL", "flatten_config", "merge", "open_db"]
+           "SUITE_SCORES_SQL", "CROSSPLAY_SQL", "CROSSPLAY_TEAMS_SQL", "flatten_config", "merge", "open_db"]
 
 TABLES = ("simulations", "episodes", "episode_attributes", "agent_metrics", "agent_groups",
           "agent_policies", "game_metrics")
@@ -95,12 +102,50 @@ CREATE TABLE IF NOT EXISTS game_metrics (
 );
 """
 
-# Every agent-episode a policy played in a simulation (the denominator of a normalized metric).
+# Every agent-episode a policy played alone in a simulation (the denominator of a normalized metric).
+# Cross-play episodes (more than one policy in the game) are scored by CROSSPLAY_SQL instead.
 _SAMPLES = """
     SELECT s.policy_key, s.policy_version, s.suite, s.name AS simulation, e.id AS episode_id, ap.agent_id
     FROM agent_policies ap
     JOIN episodes e ON e.id = ap.episode_id
     JOIN simulations s ON s.id = e.simulation_id
+    WHERE ap.episode_id NOT IN (SELECT episode_id FROM agent_policies GROUP BY episode_id
+                                HAVING COUNT(DISTINCT (policy_key, policy_version)) > 1)
+"""
+
+# Per episode with more than one policy: each policy's mean of the metric over the agents it played.
+CROSSPLAY_TEAMS_SQL = """
+WITH mixed AS (SELECT episode_id FROM agent_policies GROUP BY episode_id
+               HAVING COUNT(DISTINCT (policy_key, policy_version)) > 1)
+SELECT ap.episode_id, s.suite, s.name AS simulation, e.completed_at, ap.policy_key, ap.policy_version,
+       SUM(COALESCE(m.value, 0)) / COUNT(*) AS score, COUNT(*) AS num_agents
+FROM agent_policies ap
+JOIN mixed USING (episode_id)
+JOIN episodes e ON e.id = ap.episode_id
+JOIN simulations s ON s.id = e.simulation_id
+LEFT JOIN agent_metrics m ON m.episode_id = ap.episode_id AND m.agent_id = ap.agent_id AND m.metric = $metric
+GROUP BY ALL
+ORDER BY e.completed_at, ap.episode_id, ap.policy_key, ap.policy_version
+"""
+
+# Per (policy, opponent, suite, simulation) over the episodes they played together: the policy's mean of
+# the metric per agent-episode, the opponent's, and the policy's wins, losses and draws (team means).
+CROSSPLAY_SQL = f"""
+WITH teams AS ({CROSSPLAY_TEAMS_SQL})
+SELECT a.policy_key, a.policy_version, b.policy_key AS opponent_key, b.policy_version AS opponent_version,
+       a.suite, a.simulation,
+       SUM(a.score * a.num_agents) / SUM(a.num_agents) AS score,
+       SUM(b.score * b.num_agents) / SUM(b.num_agents) AS opponent_score,
+       SUM(a.num_agents) AS num_agent_episodes,
+       COUNT(*) AS num_episodes,
+       COUNT(*) FILTER (WHERE a.score > b.score) AS wins,
+       COUNT(*) FILTER (WHERE a.score < b.score) AS losses,
+       COUNT(*) FILTER (WHERE a.score = b.score) AS draws
+FROM teams a
+JOIN teams b ON a.episode_id = b.episode_id
+            AND (a.policy_key <> b.policy_key OR a.policy_version <> b.policy_version)
+GROUP BY ALL
+ORDER BY a.policy_key, a.policy_version, opponent_key, opponent_version, a.suite, a.simulation
 """
 
 SIMULATION_SCORES_SQL = f"""
@@ -335,6 +380,16 @@ class StatsDB:
         self._check_metric(metric)
         return self.query(SUITE_SCORES_SQL, {"metric": metric})
 
+    def crossplay_scores(self, metric: str = "reward") -> list[dict[str, Any]]:
+        """Per (policy, opponent, suite, simulation): see `CROSSPLAY_SQL`. Empty without cross-play episodes."""
+        self._check_metric(metric)
+        return self.query(CROSSPLAY_SQL, {"metric": metric})
+
+    def crossplay_teams(self, metric: str = "reward") -> list[dict[str, Any]]:
+        """Per cross-play episode and policy, oldest episode first: see `CROSSPLAY_TEAMS_SQL`."""
+        self._check_metric(metric)
+        return self.query(CROSSPLAY_TEAMS_SQL, {"metric": metric})
+
     def replay_urls(self, policy_key: str | None = None, simulation: str | None = None) -> list[str]:
         sql = ("SELECT DISTINCT e.replay_url FROM episodes e JOIN simulations s ON s.id = e.simulation_id "
                "WHERE e.replay_url IS NOT NULL")
@@ -370,9 +425,16 @@ class StatsDB:
             if missing:
                 raise StatsDBError(f"{other}: not a metta_lightning stats database (missing tables "
                                    f"{', '.join(missing)})")
-            for t in TABLES:
-                if t in have:
-                    self.con.execute(f"INSERT OR IGNORE INTO main.{t} SELECT * FROM merge_src.{t}")
+            # All tables or none: a file that fails half-way (damaged pages) leaves no partial rows behind.
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                for t in TABLES:
+                    if t in have:
+                        self.con.execute(f"INSERT OR IGNORE INTO main.{t} SELECT * FROM merge_src.{t}")
+                self.con.execute("COMMIT")
+            except duckdb.Error as e:
+                self.con.execute("ROLLBACK")
+                raise StatsDBError(f"{other}: cannot read the stats database: {e}") from None
         finally:
             self.con.execute("DETACH merge_src")
         return self.con.execute("SELECT COUNT(*) FROM episodes").fetchone()[0] - before

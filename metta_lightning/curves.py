@@ -83,12 +83,15 @@ def _item_key(item) -> str:
 
 
 def read_wandb_run(path: str) -> dict:
-    """Summarise one ``.wandb`` file: ``{"run_id", "project", "history": [row dicts], "summary", "config"}``."""
-    run_id, project, rows, summary, config = None, None, [], {}, {}
+    """Summarise one ``.wandb`` file: ``{"run_id", "project", "name", "history": [row dicts], "summary",
+    "config", "exit_code"}`` (``exit_code`` None while the run has not ended)."""
+    run_id, project, name, exit_code, rows, summary, config = None, None, None, None, [], {}, {}
     for rec in read_wandb_records(path):
         kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            run_id, project = rec.run.run_id, rec.run.project
+        if kind == "exit":
+            exit_code = int(rec.exit.exit_code)
+        elif kind == "run":
+            run_id, project, name = rec.run.run_id, rec.run.project, rec.run.display_name or None
             for item in rec.run.config.update:
                 config[_item_key(item)] = json.loads(item.value_json)
         elif kind == "history":
@@ -102,7 +105,8 @@ def read_wandb_run(path: str) -> dict:
         elif kind == "config":
             for item in rec.config.update:
                 config[_item_key(item)] = json.loads(item.value_json)
-    return {"run_id": run_id, "project": project, "history": rows, "summary": summary, "config": config}
+    return {"run_id": run_id, "project": project, "name": name, "history": rows, "summary": summary,
+            "config": config, "exit_code": exit_code}
 
 
 def find_wandb_files(path: str, all_segments: bool = True) -> list[str]:
@@ -141,6 +145,11 @@ def find_csv_files(path: str) -> list[str]:
 def _version_key(p: str):
     v = os.path.basename(os.path.dirname(p))
     return (0, int(v.split("_")[-1])) if v.startswith("version_") and v.split("_")[-1].isdigit() else (1, v)
+
+
+def read_csv_rows(path: str) -> list[dict]:
+    """The rows of a CSV logger's ``metrics.csv``, numeric cells as floats (empty cells left out)."""
+    return _read_csv_rows(path)
 
 
 def _read_csv_rows(path: str) -> list[dict]:
@@ -185,6 +194,11 @@ def load_history(path: str, metrics: Sequence[str] = DEFAULT_METRICS, x_key: Opt
     take the last x seen (Lightning logs some metrics in rows of their own).
     """
     rows, _ = load_rows(path, all_segments)
+    return history_from_rows(rows, metrics, x_key)
+
+
+def history_from_rows(rows: Sequence[dict], metrics: Sequence[str], x_key: Optional[str] = None) -> tuple[History, str]:
+    """:func:`load_history` on rows already read (W&B history rows or CSV rows, in logging order)."""
     if x_key is None:
         present = set().union(*rows) if rows else set()
         x_key = next((k for k in X_CANDIDATES if k in present), None) or "_row"

@@ -191,8 +191,34 @@ class Engine {
     return out;
   }
 
+  // Game configs (see mettagrid::BatchedEnv): spec dicts as for the constructor. pybind11 raises the
+  // engine's std::invalid_argument as ValueError and std::out_of_range as IndexError.
+  int add_config(const py::dict& spec) {
+    GameSpec s = parse_spec(spec);
+    LockWithGil lock(mu_);
+    return env_.add_config(std::move(s));
+  }
+  void set_config(int slot, const py::dict& spec) {
+    GameSpec s = parse_spec(spec);
+    LockWithGil lock(mu_);
+    env_.set_config(slot, std::move(s));
+  }
+  void set_next_config(int g, int slot, int64_t task) {
+    LockWithGil lock(mu_);
+    env_.set_next_config(g, slot, task);
+  }
+  int num_configs() {
+    LockWithGil lock(mu_);
+    return env_.num_configs();
+  }
+  py::tuple game_config(int g) {
+    const Game& game = checked_game(g);
+    LockWithGil lock(mu_);
+    return py::make_tuple(game.config(), game.task());
+  }
+
   py::list episode_stats() {
-    const Rules& rules = env_.rules();  // read-only after construction
+    const Rules& rules = env_.rules();  // slot 0: per-agent stat names are the same in every slot
     const int A = env_.num_agents();
     std::vector<EpisodeRecord> records;
     {
@@ -205,6 +231,8 @@ class Engine {
       py::dict ep;
       ep["env"] = rec.env;
       ep["episode"] = rec.episode;
+      ep["config"] = rec.config;
+      ep["task"] = rec.task;
       ep["steps"] = rec.steps;
       py::array_t<float> rew(A);
       std::copy(rec.rewards.begin(), rec.rewards.end(), rew.mutable_data());
@@ -217,8 +245,9 @@ class Engine {
       }
       ep["agent"] = agent;
       py::dict game;
-      for (size_t s = 0; s < rules.game_stat_names.size(); ++s)
-        game[py::str(rules.game_stat_names[s])] = rec.game_stats[s];
+      const auto& game_stat_names = rec.rules->game_stat_names;  // the episode's config: its object kinds
+      for (size_t s = 0; s < game_stat_names.size(); ++s)
+        game[py::str(game_stat_names[s])] = rec.game_stats[s];
       ep["game"] = game;
       out.append(ep);
     }
@@ -230,7 +259,7 @@ class Engine {
   py::list grid_objects(int g, bool dynamic_only) {
     const Game& game = checked_game(g);
     LockWithGil lock(mu_);
-    const Rules& rules = env_.rules();
+    const Rules& rules = game.rules();  // the game's current config
     const auto& items = rules.spec.item_names;
     auto item_dict = [&](const std::vector<ItemCount>& v) {
       py::dict d;
@@ -325,6 +354,11 @@ PYBIND11_MODULE(_mettagrid, m) {
       .def("step", &Engine::step, py::arg("actions"), py::arg("auto_reset"))
       .def("reset_games", &Engine::reset_games)
       .def("games_done", &Engine::games_done)
+      .def("add_config", &Engine::add_config, py::arg("spec"))
+      .def("set_config", &Engine::set_config, py::arg("slot"), py::arg("spec"))
+      .def("set_next_config", &Engine::set_next_config, py::arg("game"), py::arg("slot"), py::arg("task"))
+      .def("game_config", &Engine::game_config, py::arg("game"))
+      .def_property_readonly("num_configs", &Engine::num_configs)
       .def("episode_stats", &Engine::episode_stats)
       .def("grid_objects", &Engine::grid_objects, py::arg("game") = 0, py::arg("dynamic_only") = false)
       .def("current_step", &Engine::current_step, py::arg("game") = 0)

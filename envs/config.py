@@ -400,3 +400,20 @@ class GameConfig(_Strict):
             num_glyphs=self.actions.change_glyph.number_of_glyphs if self.actions.change_glyph.enabled else 0,
             map=map_spec,
         )
+
+
+def incompatibility(base: GameConfig, other: GameConfig) -> str:
+    """Why games of `other` cannot share a batch (and a policy) with games of `base`, or "" if they can.
+
+    They must have the same number of agents, action list, items and observation features and shape;
+    everything else (map, objects, converters, rewards, limits, max_steps, attack costs) may differ."""
+    checks = [("the agents per game (map_builder)", base.num_agents, other.num_agents),
+              ("the actions", base.action_names, other.action_names),
+              ("the items", base.items, other.items),
+              ("the observation tokens (num_observation_tokens)", base.num_observation_tokens, other.num_observation_tokens),
+              ("the observation window (obs_width x obs_height)", (base.obs_width, base.obs_height),
+               (other.obs_width, other.obs_height))]
+    for what, a, b in checks:
+        if a != b:
+            return f"{what} differ ({a} vs {b})"
+    return ""

@@ -11,7 +11,7 @@ from typing import Iterable
 import numpy as np
 
 from . import _mettagrid
-from .config import GameConfig
+from .config import GameConfig, incompatibility
 
 
 class MettaGrid:
@@ -101,9 +101,46 @@ class MettaGrid:
             actions = np.clip(actions, -1, self.num_actions)
         return np.ascontiguousarray(actions, dtype=np.int32)
 
+    # ------------------------------------------------------------------ game configs
+    # Slot 0 is the constructor's config. Every game of the batch may run its own config as long as the
+    # agents, the actions, the items and the observation features are the same (the policy's inputs and
+    # outputs); a config takes effect at the game's next reset, so a finished game starts its next
+    # episode under a new config without rebuilding the batch.
+    def add_config(self, config: GameConfig) -> int:
+        """Register `config` for this batch; returns its slot (for `set_next_config`)."""
+        self._check_compatible(config)
+        return self._core.add_config(config.engine_spec())
+
+    def set_config(self, slot: int, config: GameConfig) -> None:
+        """Put `config` in slot `slot` (>= 1) instead of its config; games already running the old one keep
+        it until their next reset."""
+        self._check_compatible(config)
+        self._core.set_config(int(slot), config.engine_spec())
+
+    def set_next_config(self, game: int, slot: int, task: int | None = None) -> None:
+        """Game `game`'s next reset runs slot `slot`; its episodes carry `task` (default: the slot) in
+        `episode_stats()` under "task" (and the slot under "config")."""
+        self._core.set_next_config(int(game), int(slot), int(slot if task is None else task))
+
+    def game_config(self, game: int = 0) -> tuple[int, int]:
+        """(slot, task) that game `game`'s current episode runs."""
+        return tuple(self._core.game_config(int(game)))
+
+    @property
+    def num_configs(self) -> int:
+        return self._core.num_configs
+
+    def _check_compatible(self, config: GameConfig) -> None:
+        if not isinstance(config, GameConfig):
+            raise TypeError(f"config must be an envs.GameConfig, got {type(config).__name__}")
+        why = incompatibility(self.config, config)
+        if why:
+            raise ValueError(f"config cannot join this batch: {why}")
+
     # ------------------------------------------------------------------ inspection
     def episode_stats(self) -> list[dict]:
-        """Episodes finished since the last call: {env, episode, steps, reward, agent: {stat: [A]}, game: {stat}}."""
+        """Episodes finished since the last call: {env, episode, config, task, steps, reward,
+        agent: {stat: [A]}, game: {stat}} (config: the slot the episode ran; task: its tag)."""
         return self._core.episode_stats()
 
     def grid_objects(self, game: int = 0) -> list[dict]:

@@ -12,6 +12,10 @@ is agent `a` of game `g`. Keys (all with the leading batch dim N):
 `_step` copies out of the engine's buffers (TorchRL keeps each step's tensordict until the rollout
 is stacked, so live zero-copy views would alias). Finished games keep their true final observation
 until TorchRL asks for a reset through the `_reset` mask; only those games are reset.
+
+With a `curriculum` (`envs.curriculum`), every reset first reports the episodes that just finished to
+the curriculum (score: their mean reward over the agents), then starts each game being reset on a
+freshly sampled task, so the task sequence follows the scores in the order the games finish.
 """
 
 from __future__ import annotations
@@ -34,12 +38,21 @@ class MettaGridEnv(EnvBase):
         num_envs: games stepped together (rows = num_envs * agents per game).
         seed: base seed of the engine.
         device: torch device of the returned tensors (the engine itself runs on the CPU).
+        curriculum: an `envs.curriculum.Curriculum` whose tasks the games play (each compatible with
+            `config`); None: every episode plays `config`.
     """
 
-    def __init__(self, config: GameConfig, num_envs: int = 1, seed: int = 0, device: str | torch.device = "cpu"):
+    def __init__(self, config: GameConfig, num_envs: int = 1, seed: int = 0, device: str | torch.device = "cpu",
+                 curriculum=None):
         import envs  # the compiled engine is imported only when an env is built
 
         self.engine = envs.MettaGrid(config, num_envs=num_envs, seed=seed, auto_reset=False)
+        self.curriculum_games = None
+        self._finished: list[dict] = []  # episodes drained at resets (curriculum), not yet handed out
+        if curriculum is not None:
+            from .curriculum import CurriculumGames
+
+            self.curriculum_games = CurriculumGames(curriculum, self.engine)
         self.num_games = num_envs
         self.agents_per_game = self.engine.num_agents
         n = self.engine.num_rows
@@ -81,11 +94,13 @@ class MettaGridEnv(EnvBase):
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         mask = tensordict.get("_reset", None) if tensordict is not None else None
         if mask is None or not self._started:
+            self._start_tasks(range(self.num_games))
             self.engine.reset()
             self._started = True
         else:
             games = mask.reshape(self.num_games, self.agents_per_game).any(dim=1).cpu().numpy()
             if games.any():
+                self._start_tasks(games.nonzero()[0])
                 self.engine.reset_games(games)
         # Fresh tensors every call: TorchRL merges reset outputs in place (`where(..., out=)`).
         n = self.batch_size[0]

@@ -2,15 +2,48 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <string>
 
 namespace mettagrid {
 
-BatchedEnv::BatchedEnv(GameSpec spec, int num_envs, uint64_t seed)
-    : rules_(std::make_shared<const Rules>(std::move(spec))), seed_(seed) {
+BatchedEnv::BatchedEnv(GameSpec spec, int num_envs, uint64_t seed) : seed_(seed) {
   if (num_envs < 1) throw std::invalid_argument("num_envs must be at least 1");
+  configs_.push_back(std::make_shared<const Rules>(std::move(spec)));
   games_.reserve(num_envs);
-  for (int g = 0; g < num_envs; ++g) games_.emplace_back(rules_, g);
+  for (int g = 0; g < num_envs; ++g) games_.emplace_back(configs_[0], g);
   next_episode_.assign(num_envs, 0);
+  next_config_.assign(num_envs, 0);
+  next_task_.assign(num_envs, 0);
+}
+
+std::shared_ptr<const Rules> BatchedEnv::compile(GameSpec spec) const {
+  auto rules = std::make_shared<const Rules>(std::move(spec));
+  const std::string why = incompatibility(*configs_[0], *rules);
+  if (!why.empty()) throw std::invalid_argument("config is incompatible with config 0: " + why);
+  return rules;
+}
+
+int BatchedEnv::add_config(GameSpec spec) {
+  configs_.push_back(compile(std::move(spec)));
+  return num_configs() - 1;
+}
+
+void BatchedEnv::set_config(int slot, GameSpec spec) {
+  if (slot < 0 || slot >= num_configs())
+    throw std::out_of_range("config slot " + std::to_string(slot) + " out of range [0, " +
+                            std::to_string(num_configs()) + ")");
+  if (slot == 0) throw std::invalid_argument("config slot 0 is the batch's base config and cannot be replaced");
+  configs_[slot] = compile(std::move(spec));
+}
+
+void BatchedEnv::set_next_config(int g, int slot, int64_t task) {
+  if (g < 0 || g >= num_envs())
+    throw std::out_of_range("game " + std::to_string(g) + " out of range [0, " + std::to_string(num_envs()) + ")");
+  if (slot < 0 || slot >= num_configs())
+    throw std::out_of_range("config slot " + std::to_string(slot) + " out of range [0, " +
+                            std::to_string(num_configs()) + ")");
+  next_config_[g] = slot;
+  next_task_[g] = task;
 }
 
 void BatchedEnv::set_buffers(uint8_t* obs, float* rewards, bool* terminals, bool* truncations) {
@@ -22,6 +55,7 @@ void BatchedEnv::set_buffers(uint8_t* obs, float* rewards, bool* terminals, bool
 
 void BatchedEnv::reset_game(int g, int episode) {
   const size_t A = num_agents(), row0 = static_cast<size_t>(g) * A;
+  games_[g].set_rules(configs_[next_config_[g]], next_config_[g], next_task_[g]);
   games_[g].reset(seed_, episode, obs_ + row0 * num_tokens() * 3);
   next_episode_[g] = episode + 1;
 }

@@ -11,7 +11,7 @@ namespace mettagrid {
 
 Game::Game(std::shared_ptr<const Rules> rules, int index)
     : rules_(std::move(rules)),
-      spec_(rules_->spec),
+      spec_(&rules_->spec),
       index_(index),
       num_items_(rules_->spec.num_items),
       num_agents_(rules_->num_agents),
@@ -21,6 +21,15 @@ Game::Game(std::shared_ptr<const Rules> rules, int index)
   agents_.reserve(num_agents_);
   stats_.assign(static_cast<size_t>(rules_->stats.size()) * num_agents_, 0.0);
   game_stats_.assign(rules_->game_stat_names.size(), 0.0);
+}
+
+void Game::set_rules(std::shared_ptr<const Rules> rules, int config, int64_t task) {
+  config_ = config;
+  task_ = task;
+  if (rules.get() == rules_.get()) return;
+  rules_ = std::move(rules);
+  spec_ = &rules_->spec;
+  game_stats_.assign(rules_->game_stat_names.size(), 0.0);  // one per object kind of this config
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -37,7 +46,7 @@ void Game::init_grid(int h, int w) {
 }
 
 int Game::add_object(int type_index, int r, int c) {
-  const ObjectSpec& os = spec_.objects[type_index];
+  const ObjectSpec& os = spec_->objects[type_index];
   const int id = static_cast<int>(objects_.size());
   Object o;
   o.type_index = type_index;
@@ -69,16 +78,16 @@ int Game::add_agent(int r, int c) {
   cells_[cell(r, c)].agent = id;
   Agent a;
   a.object = id;
-  a.group = static_cast<uint8_t>(spec_.agent.group_id);
+  a.group = static_cast<uint8_t>(spec_->agent.group_id);
   agents_.push_back(a);
   // Initial inventory, item by item in id order, within the item's limit and its shared limits.
   const int agent = static_cast<int>(agents_.size()) - 1;
-  for (int i = 0; i < num_items_; ++i) inv(id, i) = std::min(spec_.agent.initial_inventory[i], agent_room(agent, i));
+  for (int i = 0; i < num_items_; ++i) inv(id, i) = std::min(spec_->agent.initial_inventory[i], agent_room(agent, i));
   return id;
 }
 
 void Game::build_ascii() {
-  const auto& grid = spec_.map.grid;
+  const auto& grid = spec_->map.grid;
   init_grid(static_cast<int>(grid.size()), static_cast<int>(grid[0].size()));
   for (int r = 0; r < height_; ++r)
     for (int c = 0; c < width_; ++c) {
@@ -89,7 +98,7 @@ void Game::build_ascii() {
 }
 
 void Game::build_arena() {
-  const MapSpec& m = spec_.map;
+  const MapSpec& m = spec_->map;
   const int h = m.rooms_r * m.room_size + 2 * m.border, w = m.rooms_c * m.room_size + 2 * m.border;
   init_grid(h, w);
   const int rooms = m.rooms_r * m.rooms_c, area = m.room_size * m.room_size;
@@ -132,11 +141,11 @@ void Game::reset(uint64_t base_seed, int episode, uint8_t* obs) {
   std::fill(stats_.begin(), stats_.end(), 0.0);
   std::fill(game_stats_.begin(), game_stats_.end(), 0.0);
   tokens_written_ = tokens_dropped_ = 0;
-  if (spec_.map.kind == "ascii") build_ascii();
+  if (spec_->map.kind == "ascii") build_ascii();
   else build_arena();
-  limit_ = spec_.max_steps;
-  if (episode == 0 && spec_.random_first_episode_cut && spec_.max_steps > 0)
-    limit_ = 1 + static_cast<int64_t>(rng_.below(static_cast<uint32_t>(spec_.max_steps)));
+  limit_ = spec_->max_steps;
+  if (episode == 0 && spec_->random_first_episode_cut && spec_->max_steps > 0)
+    limit_ = 1 + static_cast<int64_t>(rng_.below(static_cast<uint32_t>(spec_->max_steps)));
   for (auto& a : agents_) a.score = score(static_cast<int>(&a - agents_.data()));
   for (int id = 0; id < static_cast<int>(objects_.size()); ++id)
     if (objects_[id].is_converter) maybe_start(id);
@@ -167,9 +176,9 @@ void Game::swap_agent_with_object(int agent, int object) {
 
 int Game::agent_room(int agent, int item) const {
   const int obj = agents_[agent].object;
-  int room = spec_.agent.resource_limits[item] - inventory(obj, item);
+  int room = spec_->agent.resource_limits[item] - inventory(obj, item);
   for (int g : rules_->item_groups[item]) {
-    const SharedLimit& sl = spec_.agent.shared_limits[g];
+    const SharedLimit& sl = spec_->agent.shared_limits[g];
     int64_t sum = 0;
     for (int i : sl.items) sum += inventory(obj, i);
     room = static_cast<int>(std::min<int64_t>(room, sl.limit - sum));
@@ -224,7 +233,7 @@ int Game::add_to_converter(int id, int item, int64_t amount) {
 void Game::maybe_start(int id) {
   Object& o = objects_[id];
   if (!o.is_converter) return;
-  const ObjectSpec& os = spec_.objects[o.type_index];
+  const ObjectSpec& os = spec_->objects[o.type_index];
   if (os.inputs.empty() && os.outputs.empty()) return;  // would convert forever doing nothing
   while (!o.converting && !o.cooling) {
     int64_t out = 0;  // 64 bits: outputs held may each be near INT32_MAX
@@ -244,7 +253,7 @@ void Game::maybe_start(int id) {
 
 bool Game::finish_conversion(int id) {
   Object& o = objects_[id];
-  const ObjectSpec& os = spec_.objects[o.type_index];
+  const ObjectSpec& os = spec_->objects[o.type_index];
   o.converting = false;
   for (const auto& p : os.outputs) add_to_converter(id, p.first, p.second);
   if (os.cooldown > 0) {
@@ -298,7 +307,7 @@ void Game::act(int agent, int32_t action) {
     a.last_action = rules_->noop_action;
     a.last_action_arg = 0;
     a.last_success = false;
-    a.penalty += spec_.agent.action_failure_penalty;
+    a.penalty += spec_->agent.action_failure_penalty;
     return;
   }
   rules_->actions[action].handler->handle(*this, agent, action, rules_->actions[action].arg);
@@ -308,8 +317,8 @@ float Game::score(int agent) const {
   const int obj = agents_[agent].object;
   float s = 0.0f;
   for (int item : rules_->reward_items)
-    s += std::min(static_cast<float>(inventory(obj, item)) * spec_.agent.reward_weights[item],
-                  spec_.agent.reward_caps[item]);
+    s += std::min(static_cast<float>(inventory(obj, item)) * spec_->agent.reward_weights[item],
+                  spec_->agent.reward_caps[item]);
   return s;
 }
 
@@ -353,10 +362,10 @@ void Game::step(const int32_t* actions, uint8_t* obs, float* rewards) {
     rewards[a] = r;
   }
 
-  if (spec_.max_steps > 0 && tick_ >= limit_) {
+  if (spec_->max_steps > 0 && tick_ >= limit_) {
     done_ = true;
-    truncated_ = spec_.episode_truncates || limit_ != spec_.max_steps ||
-                 (episode_ == 0 && spec_.random_first_episode_cut);
+    truncated_ = spec_->episode_truncates || limit_ != spec_->max_steps ||
+                 (episode_ == 0 && spec_->random_first_episode_cut);
   }
 }
 
@@ -391,10 +400,10 @@ __attribute__((aligned(64))) void Game::write_obs(int agent, uint8_t* out) {
   const Object& self = objects_[ag.object];
   const uint8_t centre = rules_->centre_location;
   const uint8_t* f = rules_->feature_id;  // feature ids by feature::Name, from the spec
-  const uint8_t inventory_base = static_cast<uint8_t>(spec_.inventory_feature_base);
+  const uint8_t inventory_base = static_cast<uint8_t>(spec_->inventory_feature_base);
   TokenWriter w{out, 0, T};
   w.put(centre, f[feature::kEpisodeCompletion],
-        spec_.max_steps > 0 ? clamp255(std::llround(static_cast<double>(tick_) / spec_.max_steps * 255.0)) : 0);
+        spec_->max_steps > 0 ? clamp255(std::llround(static_cast<double>(tick_) / spec_->max_steps * 255.0)) : 0);
   w.put(centre, f[feature::kLastAction], clamp255(ag.last_action));
   w.put(centre, f[feature::kLastActionArg], clamp255(ag.last_action_arg));
   w.put(centre, f[feature::kLastReward], ag.reward_token);
@@ -448,6 +457,9 @@ EpisodeRecord Game::record() const {
   EpisodeRecord rec;
   rec.env = index_;
   rec.episode = episode_;
+  rec.config = config_;
+  rec.task = task_;
+  rec.rules = rules_;
   rec.steps = tick_;
   rec.rewards.resize(num_agents_);
   for (int a = 0; a < num_agents_; ++a) rec.rewards[a] = agents_[a].total_reward;

@@ -175,4 +175,30 @@ Rules::Rules(GameSpec s) : spec(std::move(s)) {
 
 Rules::~Rules() = default;
 
+std::string incompatibility(const Rules& base, const Rules& other) {
+  const GameSpec &a = base.spec, &b = other.spec;
+  auto differs = [](const std::string& what, const std::string& x, const std::string& y) {
+    return what + " differs (" + x + " vs " + y + ")";
+  };
+  if (base.num_agents != other.num_agents)
+    return differs("the number of agents", std::to_string(base.num_agents), std::to_string(other.num_agents));
+  if (a.actions != b.actions || a.action_names != b.action_names) {
+    auto names = [](const std::vector<std::string>& v) {
+      std::string s;
+      for (const auto& n : v) s += (s.empty() ? "" : ",") + n;
+      return "[" + s + "]";
+    };
+    return differs("the action set", names(a.action_names), names(b.action_names));
+  }
+  if (a.item_names != b.item_names) return "the items (inventory features) differ";
+  if (a.feature_ids != b.feature_ids || a.inventory_feature_base != b.inventory_feature_base)
+    return "the observation feature ids differ";
+  if (a.num_tokens != b.num_tokens)
+    return differs("the number of observation tokens", std::to_string(a.num_tokens), std::to_string(b.num_tokens));
+  if (a.obs_width != b.obs_width || a.obs_height != b.obs_height)
+    return differs("the observation window", std::to_string(a.obs_width) + "x" + std::to_string(a.obs_height),
+                   std::to_string(b.obs_width) + "x" + std::to_string(b.obs_height));
+  return "";
+}
+
 }  // namespace mettagrid

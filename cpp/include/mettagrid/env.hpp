@@ -26,15 +26,29 @@ class BatchedEnv {
   // Finished episodes since the last call.
   std::vector<EpisodeRecord> take_episodes();
 
+  // Game configs: slot 0 is the constructor's spec. A slot may hold any spec compatible with slot 0's
+  // (Rules incompatibility() says what differs otherwise; std::invalid_argument). Replacing a slot leaves
+  // games already running its old config untouched until their next reset.
+  int add_config(GameSpec spec);                 // returns the new slot
+  void set_config(int slot, GameSpec spec);
+  // Game g's next reset (reset_games, auto-reset, reset) builds and runs slot `slot`'s config; its
+  // episodes then carry `task` (a caller's tag, e.g. a curriculum task id).
+  void set_next_config(int g, int slot, int64_t task);
+  int num_configs() const { return static_cast<int>(configs_.size()); }
+  const Rules& config(int slot) const { return *configs_.at(slot); }
+
   int num_envs() const { return static_cast<int>(games_.size()); }
-  int num_agents() const { return rules_->num_agents; }
-  int num_tokens() const { return rules_->spec.num_tokens; }
-  const Rules& rules() const { return *rules_; }
+  int num_agents() const { return configs_[0]->num_agents; }
+  int num_tokens() const { return configs_[0]->spec.num_tokens; }
+  const Rules& rules() const { return *configs_[0]; }  // slot 0 (names shared by every slot: stats, actions)
   const Game& game(int g) const { return games_.at(g); }
 
  private:
   void reset_game(int g, int episode);
-  std::shared_ptr<const Rules> rules_;
+  std::shared_ptr<const Rules> compile(GameSpec spec) const;
+  std::vector<std::shared_ptr<const Rules>> configs_;
+  std::vector<int> next_config_;
+  std::vector<int64_t> next_task_;
   std::vector<Game> games_;
   std::vector<int> next_episode_;
   std::vector<EpisodeRecord> finished_;

@@ -51,6 +51,9 @@ struct Event {
 struct EpisodeRecord {
   int env = 0;
   int episode = 0;
+  int config = 0;                  // the batch's config slot the episode ran
+  int64_t task = 0;                // the caller's tag for it (BatchedEnv::set_next_config)
+  std::shared_ptr<const Rules> rules;  // that config's rules (names of its game stats)
   int64_t steps = 0;
   std::vector<float> rewards;      // [num_agents] episode returns
   std::vector<double> agent_stats;  // [num_stats * num_agents], stat-major (exact counts past 2^24)
@@ -60,6 +63,12 @@ struct EpisodeRecord {
 class Game {
  public:
   Game(std::shared_ptr<const Rules> rules, int index);
+
+  // The rules the next reset() builds and runs under; the caller checks they are compatible (same
+  // agents, actions, items and observation shape: Rules::incompatibility).
+  void set_rules(std::shared_ptr<const Rules> rules, int config, int64_t task);
+  int config() const { return config_; }
+  int64_t task() const { return task_; }
 
   // Builds episode `episode`'s map from (seed, index, episode) and writes the first observations.
   void reset(uint64_t base_seed, int episode, uint8_t* obs);
@@ -113,8 +122,10 @@ class Game {
   float score(int agent) const;
 
   std::shared_ptr<const Rules> rules_;
-  const GameSpec& spec_;
+  const GameSpec* spec_;  // rules_->spec
   int index_;
+  int config_ = 0;
+  int64_t task_ = 0;
   int num_items_, num_agents_, num_tokens_;
   Rng rng_;
   int episode_ = 0;

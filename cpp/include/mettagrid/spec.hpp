@@ -136,4 +136,9 @@ struct Rules {
   uint8_t centre_location = 0;
 };
 
+// Why games under `other` cannot share a batch (and its policy) with games under `base`: "" when they
+// can, else what differs (the number of agents, the action list, the items or the observation features
+// and shape). Everything else (map, objects, converters, rewards, limits, max_steps, attack costs) may differ.
+std::string incompatibility(const Rules& base, const Rules& other);
+
 }  // namespace mettagrid

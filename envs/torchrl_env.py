@@ -113,12 +113,28 @@ class MettaGridEnv(EnvBase):
 
     def _set_seed(self, seed: int | None) -> None:
         if seed is not None:
+            self._start_tasks(range(self.num_games))
             self.engine.reset(seed=int(seed))
             self._started = True
 
+    def _start_tasks(self, games) -> None:
+        """Curriculum: score the episodes that just finished, then queue a sampled task for each of `games`."""
+        if self.curriculum_games is None:
+            return
+        finished = self.engine.episode_stats()
+        self.curriculum_games.scored(finished)
+        self._finished.extend(finished)
+        self.curriculum_games.start(games)
+
     # -- extras ----------------------------------------------------------------------------------
     def episode_stats(self) -> list[dict]:
-        """Finished episodes since the last call (drains `MettaGrid.episode_stats()`)."""
-        return self.engine.episode_stats()
-
-
+        """Finished episodes since the last call (drains `MettaGrid.episode_stats()`); with a curriculum
+        each also carries its `task_name`."""
+        fresh = self.engine.episode_stats()
+        out, self._finished = self._finished + fresh, []
+        if self.curriculum_games is not None:
+            self.curriculum_games.scored(fresh)  # finished but not reset yet: scored now
+            curriculum = self.curriculum_games.curriculum
+            for ep in out:
+                ep["task_name"] = curriculum.task(int(ep["task"])).name
+        return out

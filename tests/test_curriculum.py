@@ -239,3 +239,17 @@ def test_incompatible_tasks_are_refused_naming_the_task():
         CurriculumConfig(kind="random", tasks=[{"name": "bad", "overrides": {"max_steps": -3}}]).build(small_arena())
     with pytest.raises(ValueError, match="task 'b' cannot be trained with task 'a'"):
         TaskList([Task(0, "a", small_arena()), Task(1, "b", presets.arena())])
+
+
+def test_torchrl_env_plays_the_curriculum_tasks_and_scores_them():
+    from envs.torchrl_env import MettaGridEnv
+
+    short, long = small_arena(max_steps=5), small_arena(max_steps=8)
+    curriculum = RandomTasks([Task(0, "short", short), Task(1, "long", long)], seed=0)
+    env = MettaGridEnv(short, num_envs=4, seed=0, curriculum=curriculum)
+    env.rollout(40, break_when_any_done=False)
+    episodes = env.episode_stats()
+    assert episodes and {e["task_name"] for e in episodes} == {"short", "long"}
+    assert all(e["steps"] == {"short": 5, "long": 8}[e["task_name"]] for e in episodes)
+    assert curriculum.num_updates == len(episodes)
+    assert curriculum.num_sampled == 4 + len(episodes)  # one per game at the start, one per reset

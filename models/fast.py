@@ -86,16 +86,28 @@ class Fast(Policy):
         dx = torch.arange(w).view(1, w, 1, 1) - sw * torch.arange(ow).view(1, 1, 1, ow)
         inside = (dy >= 0) & (dy < kh) & (dx >= 0) & (dx < kw)
         self.register_buffer("_kernel_map", torch.where(inside, dy * kw + dx, kh * kw).view(-1), persistent=False)
+        # Token decoding in one lookup: (location << 8 | feature id) -> the token's row of the conv table, or the
+        # zero row past its end (padding, a feature the policy does not know, a cell outside the window).
+        f = self.box.num_features
+        loc, feat = torch.arange(256).view(256, 1), torch.arange(256).view(1, 256)
+        row, col = loc >> 4, loc & 15
+        known = (loc != 255) & (feat < f) & (row < h) & (col < w)
+        self.register_buffer("_token_rows", torch.where(known, (feat * h + row) * w + col, f * h * w).view(-1),
+                             persistent=False)
+        self.register_buffer("_feature_scale", torch.cat([self.box.inv_norm[:f], torch.zeros(256 - f)]),
+                             persistent=False)
 
     def _conv_table(self) -> Tensor:
-        """`[features * H * W, oh * ow * C]`: row (feature, row, col) holds that cell's weight in every output
-        cell of the first convolution (zero where the kernel does not reach it)."""
+        """`[features * H * W + 1, oh * ow * C]`: row (feature, row, col) holds that cell's weight in every output
+        cell of the first convolution (zero where the kernel does not reach it); the last row is zeros, the
+        row of tokens that add nothing (`_token_rows`)."""
         conv1 = self.cnn[0]
         (kh, kw), (oh, ow), c = conv1.kernel_size, self._conv1_out, conv1.out_channels
         f = self.box.num_features
         kernel = conv1.weight.permute(1, 2, 3, 0).reshape(f, kh * kw, c)
         kernel = torch.cat([kernel, kernel.new_zeros(f, 1, c)], dim=1)
-        return kernel[:, self._kernel_map].reshape(f * self.box.height * self.box.width, oh * ow * c)
+        table = kernel[:, self._kernel_map].reshape(f * self.box.height * self.box.width, oh * ow * c)
+        return torch.cat([table, table.new_zeros(1, oh * ow * c)])
 
     def _cached_conv_table(self) -> Tensor:
         """`_conv_table()` without autograd, rebuilt only when `cnn.0.weight` changed (acting calls this
@@ -118,18 +130,18 @@ class Fast(Policy):
         only. Like the box, each (location, feature) is assumed to appear at most once per
         observation (the engine writes one token per feature and cell)."""
         conv1, conv2 = self.cnn[0], self.cnn[2]
-        f, h, w = self.box.num_features, self.box.height, self.box.width
         (oh, ow), c = self._conv1_out, conv1.out_channels
-        loc, feat = tokens[..., 0].to(torch.int64), tokens[..., 1].to(torch.int64)
-        row, col = loc >> 4, loc & 15
-        valid = (loc != 255) & (feat < f) & (row < h) & (col < w)
-        # One bag per observation holding only its valid tokens (bags in order, so no sort is needed).
-        index = ((feat * h + row) * w + col)[valid]
-        values = (tokens[..., 2].to(torch.float32) * self.box.inv_norm[feat.clamp(max=f)])[valid]
-        counts = valid.sum(1)
+        # One bag per observation holding only its tokens in use (bags in order, so no sort is needed); a token
+        # in use whose feature or cell the policy does not know maps to the zero row, which `padding_idx` skips.
+        in_use = tokens[..., 0] != 255
+        counts = in_use.sum(1)
+        used = tokens.reshape(-1, 3)[in_use.view(-1)].to(torch.int32)
+        feat = used[:, 1]
+        index = self._token_rows.index_select(0, (used[:, 0] << 8) | feat)
+        values = used[:, 2].to(torch.float32) * self._feature_scale.index_select(0, feat)
         table = self._conv_table() if torch.is_grad_enabled() else self._cached_conv_table()
-        x = F.embedding_bag(index, table, counts.cumsum(0) - counts, mode="sum",
-                            per_sample_weights=values)  # [B, oh * ow * C], ordered (py, px, c)
+        x = F.embedding_bag(index, table, counts.cumsum(0) - counts, mode="sum", per_sample_weights=values,
+                            padding_idx=table.shape[0] - 1)  # [B, oh * ow * C], ordered (py, px, c)
         x = torch.relu(x.view(-1, oh, ow, c) + conv1.bias)
         if conv2.kernel_size == (oh, ow) and conv2.padding in ((0, 0), "valid") and conv2.groups == 1:
             # The second convolution covers the whole map: a linear layer over (py, px, c).
@@ -141,6 +153,22 @@ class Fast(Policy):
     def initial_state(self, batch: int, device: torch.device | str = "cpu") -> Tensor:
         """`[B, 2, layers, hidden]`: LSTM (h, c)."""
         return torch.zeros(batch, 2, self.lstm_layers, self.hidden_size, device=device)
+
+    def forward_step(self, obs: Tensor, state: Tensor | None, is_init: Tensor) -> TensorDict:
+        """One acting step. Without grad it skips the sequence machinery of `forward_sequence` (the time dim,
+        the episode-start chunking, the box fallback): the same function, the same operators on the same
+        numbers, so the outputs are bitwise those of `forward_sequence` on a length-1 sequence (tested)."""
+        if torch.is_grad_enabled() or not self._sparse_ok:
+            return super().forward_step(obs, state, is_init)
+        x = self.encoder(self._sparse_cnn(obs))
+        if state is None:
+            state = self.initial_state(obs.shape[0], obs.device)
+        hc = (state * (~is_init).to(state.dtype).view(-1, 1, 1, 1)).permute(1, 2, 0, 3)  # [2, layers, B, H]
+        core, (h, c) = self.lstm(x.unsqueeze(1), (hc[0].contiguous(), hc[1].contiguous()))
+        core = core[:, 0]
+        values = self.critic(core).squeeze(-1)
+        logits = self.actor(core) @ (self.actor_bilinear @ self.action_embeddings.weight.T) + self.actor_bias
+        return policy_outputs(logits, values, torch.stack((h, c)).permute(2, 0, 1, 3).contiguous(), features=core)
 
     def forward_sequence(self, obs: Tensor, state: Tensor | None, is_init: Tensor) -> TensorDict:
         b, t = obs.shape[:2]

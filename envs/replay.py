@@ -5,6 +5,10 @@ step on). Objects carry id, type, type_name, location [col, row, layer], orienta
 [[item, count], ...]; agents also agent_id, action, action_success, current_reward, total_reward,
 frozen, group, glyph; converters also recipe ({inputs, outputs} as [[item, count], ...}), converting,
 cooling_down.
+
+Optional header keys (older replays lack them; readers must not require them): `metadata` (free-form,
+e.g. {"policy": ..., "simulation": ..., "controlled_agent": ...}) and `complete` (false when the episode
+was saved before it ended, e.g. from `play`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,15 @@ class _Episode:
                     changes.append([step, value])
         self.last_step = step
 
+    def changes_at(self, step: int) -> list[dict[str, Any]]:
+        """The fields that took a new value at `step`, as `{"id": id, field: value, ...}` per changed object."""
+        out = []
+        for oid, fields in self.objects.items():
+            changed = {k: ch[-1][1] for k, ch in fields.items() if ch[-1][0] == step and k != "id"}
+            if changed:
+                out.append({"id": oid, **changed})
+        return out
+
     def objects_json(self) -> list[dict[str, Any]]:
         out = []
         for oid in sorted(self.objects):
@@ -58,10 +71,12 @@ class _Episode:
 class ReplayRecorder:
     """Follows chosen games of a `MettaGrid` and writes each of their finished episodes."""
 
-    def __init__(self, env, games: list[int], directory: str):
+    def __init__(self, env, games: list[int], directory: str, metadata: dict | None = None):
         self.env = env
         self.games = list(games)
         self.directory = str(directory).rstrip("/")
+        self.metadata = dict(metadata or {})
+        """Written under `metadata` in every replay (JSON-serialisable; e.g. policy and simulation names)."""
         self.paths: list[str] = []
         self._episodes: dict[int, _Episode] = {}
         self._item_id = {name: i for i, name in enumerate(env.item_names)}
@@ -79,11 +94,12 @@ class ReplayRecorder:
                 continue  # nothing new
             if rec is None or rec.episode != episode or step < rec.last_step:
                 rec = self._episodes[g] = _Episode(episode, step)
-            rec.add_frame(step, self._frame(g, dynamic_only=bool(rec.objects)))
+            rec.add_frame(step, self.frame(g, dynamic_only=bool(rec.objects)))
             if done[g] and not rec.written:
                 self._write(g, rec)
 
-    def _frame(self, g: int, dynamic_only: bool) -> list[dict[str, Any]]:
+    def frame(self, g: int, dynamic_only: bool = False) -> list[dict[str, Any]]:
+        """Game `g`'s objects now, in replay form (with `dynamic_only`, only those that can change)."""
         frame = []
         for o in self.env._core.grid_objects(g, dynamic_only):
             obj = {
@@ -105,7 +121,40 @@ class ReplayRecorder:
             frame.append(obj)
         return frame
 
-    def _write(self, g: int, rec: _Episode) -> None:
+    def changes(self, g: int, step: int) -> list[dict[str, Any]]:
+        """What changed in game `g`'s current episode at `step` (see `_Episode.changes_at`): the delta a
+        live viewer appends to the replay it already holds."""
+        rec = self._episodes.get(g)
+        if rec is None:
+            raise ValueError(f"game {g} is not recorded (recorded games: {self.games})")
+        return rec.changes_at(step)
+
+    def replay(self, g: int) -> dict[str, Any]:
+        """The replay of game `g`'s current episode so far (what `save` writes), as a dict."""
+        rec = self._episodes.get(g)
+        if rec is None:
+            raise ValueError(f"game {g} is not recorded (recorded games: {self.games})")
+        return self._replay(g, rec)
+
+    def save(self, g: int, path: str | None = None) -> str:
+        """Write game `g`'s current episode so far (marked `complete: false` unless it has ended) to `path`
+        (default `<directory>/game<g>_episode<e>_step<s>.json.z`); returns the written path or URL."""
+        rec = self._episodes.get(g)
+        if rec is None:
+            raise ValueError(f"game {g} is not recorded (recorded games: {self.games})")
+        if path is None:
+            path = f"{self._root}/game{g}_episode{rec.episode}_step{rec.last_step}.json.z"
+            fs = self._fs
+        else:
+            fs, path = fsspec.core.url_to_fs(str(path))
+            parent = path.rsplit("/", 1)[0] if "/" in path else ""
+            if parent:
+                fs.makedirs(parent, exist_ok=True)
+        with fs.open(path, "wb") as f:
+            f.write(zlib.compress(json.dumps(self._replay(g, rec), separators=(",", ":")).encode()))
+        return fs.unstrip_protocol(path) if "://" in self.directory or "://" in str(path) else path
+
+    def _replay(self, g: int, rec: _Episode) -> dict[str, Any]:
         env = self.env
         height, width = env.map_size(g)
         replay = {
@@ -120,7 +169,14 @@ class ReplayRecorder:
             "episode": rec.episode,
             "config": env.config.model_dump(mode="json"),
             "objects": rec.objects_json(),
+            "complete": bool(env.games_done()[g]),
         }
+        if self.metadata:
+            replay["metadata"] = self.metadata
+        return replay
+
+    def _write(self, g: int, rec: _Episode) -> None:
+        replay = self._replay(g, rec)
         name = f"game{g}_episode{rec.episode}.json.z"
         path = f"{self._root}/{name}"
         with self._fs.open(path, "wb") as f:

@@ -14,6 +14,7 @@ allows cross-origin reads.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -118,12 +119,18 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:  # noqa: N802
         self.do_GET()
 
+    def do_POST(self) -> None:  # noqa: N802
+        self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"the replay viewer only serves GET requests", "text/plain")
+
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0].lstrip("/") or "index.html"
         if path in STATIC_FILES:
             return self._send(HTTPStatus.OK, (STATIC_DIR / path).read_bytes(), STATIC_FILES[path])
         if path == "favicon.ico":
             return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
+        if path == "api/info":  # the page asks which mode it is in (the play server answers "play")
+            return self._send(HTTPStatus.OK, json.dumps({"mode": "replay", "replays": len(self.server.replays)})
+                              .encode(), "application/json")
         if path == "api/replays":
             listing = [{"name": _short_name(u, self.server.replays), "url": f"replays/{i}", "uri": u}
                        for i, u in enumerate(self.server.replays)]
@@ -159,7 +166,13 @@ class ReplayServer:
     """Serves the viewer and `replays` on `host:port` (port 0 picks a free one) in a background thread."""
 
     def __init__(self, replays: list[str], host: str = "127.0.0.1", port: int = 0, verbose: bool = False):
-        self.httpd = _Server((host, port), _Handler)
+        try:
+            self.httpd = _Server((host, port), _Handler)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ReplayError(f"port {port} on {host} is in use (another server?); pick another with --port, "
+                                  "or --port 0 for any free one") from None
+            raise ReplayError(f"cannot listen on {host}:{port}: {e}") from None
         self.httpd.replays = list(replays)
         self.httpd.verbose = verbose
         self.thread: threading.Thread | None = None

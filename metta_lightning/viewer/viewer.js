@@ -1,30 +1,41 @@
-// MettaGrid replay viewer: self-contained, no dependencies, no build step.
-// Loads a replay (`*.json.z`: zlib-compressed JSON, or plain JSON) from `?replay=<url>`, from the list
-// the local server offers (`/api/replays`), or from a file picked by the user, and draws it on a canvas.
+// MettaGrid viewer: replays and live play. Self-contained, no dependencies, no build step.
+// Replay mode: loads a replay (`*.json.z`: zlib-compressed JSON, or plain JSON) from `?replay=<url>`, from
+// the list the local server offers (`api/replays`), or from a file picked by the user.
+// Play mode (the `play` server answers `api/info` with mode "play"): the episode so far comes from
+// `api/play/replay`; each key press posts an action to `api/play/step` and the answer (what changed at the
+// new step) is appended to the replay held here, so the same drawing code serves both modes.
 // Replay format (GAME.md): every object field is a constant or a change list [[step, value], ...].
-// State for scripts and tests: `window.viewer` (loaded, step, maxSteps, error, agents(), ...).
+// State for scripts and tests: `window.viewer` (loaded, step, maxSteps, error, agents(), cellCenter(), ...).
 "use strict";
 
 (function () {
   const $ = (id) => document.getElementById(id);
   const canvas = $("map"), ctx = canvas.getContext("2d");
+  const tl = $("timeline"), tctx = tl.getContext("2d");
   const ORIENT = ["north", "south", "west", "east"];
   const ORIENT_VEC = [[0, -1], [0, 1], [-1, 0], [1, 0]];  // dx, dy per orientation id
-  const FLOOR = "#e9e4d8", GRIDLINE = "#dcd6c8", WALL = "#3b3f46", BLOCK = "#7a6a55";
-  const AGENT_COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#e377c2", "#8c564b",
-    "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"];
+  const FLOOR = "#e9e4d8", GRIDLINE = "#dcd6c8", OUTSIDE = "#121417";
+  const WALL_TOP = "#5b616b", WALL_FACE = "#3b3f46", WALL_EDGE = "#2a2d33", BLOCK = "#8a7658";
+  // Team (group) ring colours; only drawn when a replay has more than one team or policy.
+  const TEAM_COLORS = ["#ffd866", "#78dce8", "#ff6188", "#a9dc76", "#fc9867", "#ab9df2", "#ffffff", "#000000"];
   // Converters: fill colour and letter by type name (unknown types get a grey box with their initial).
   const OBJECT_STYLE = {
     altar: ["#c2185b", "\u2665"], mine_red: ["#b0413e", "M"], mine_blue: ["#3e64b0", "M"], mine_green: ["#3e9b4f", "M"],
     generator_red: ["#e08a2c", "G"], generator_blue: ["#2c8ae0", "G"], generator_green: ["#5ac05a", "G"],
     lasery: ["#7e57c2", "L"], armory: ["#607d8b", "A"],
   };
+  const EVENT_COLORS = { heart: "#ff4f9a", attack: "#ff5b45", freeze: "#7fdbff" };
   const LIST_FIELDS = new Set(["location", "inventory"]);
+  const MIN_CELL = 2, MAX_CELL = 96;
 
   const state = {
-    replay: null, objects: [], agents: [], staticObjects: [], step: 0, maxSteps: 0, playing: false,
-    speed: 10, cell: 12, selected: null, hover: null, error: null, loaded: false, source: null,
-    staticCanvas: null, lastTick: 0, acc: 0,
+    replay: null, objects: [], byId: new Map(), agents: [], step: 0, maxSteps: 0, playing: false,
+    speed: 10, cell: 12, ox: 0, oy: 0, selected: null, hover: null, error: null, loaded: false, source: null,
+    lastTick: 0, acc: 0, itemNames: [], actionNames: [], walls: new Set(), events: [], teams: [],
+    meta: {}, uris: {}, names: {}, dpr: 1, drag: null,
+    // play mode
+    live: null, pending: 0, queue: [], controlled: null, realtime: false, runPaused: false, rtTimer: null,
+    queuedAction: null, follow: true, lastResponse: null,
   };
 
   // ------------------------------------------------------------------------------------------ format
@@ -37,16 +48,13 @@
     return true;  // scalar or dict fields are never arrays when constant
   }
 
-  // Each field becomes {steps: Int32Array, values: [...]} (a constant has one entry at step -inf).
+  // Each field becomes {steps: [...], values: [...]} (a constant has one entry at step -inf). Plain arrays,
+  // so that play mode can append to them.
   function normalizeObject(raw) {
-    const obj = { fields: {}, dynamic: false };
+    const obj = { fields: {} };
     for (const [key, v] of Object.entries(raw)) {
-      if (isChangeList(key, v)) {
-        obj.fields[key] = { steps: Int32Array.from(v.map((c) => c[0])), values: v.map((c) => c[1]) };
-        if (v.length > 1) obj.dynamic = true;
-      } else {
-        obj.fields[key] = { steps: Int32Array.of(-2147483648), values: [v] };
-      }
+      if (isChangeList(key, v)) obj.fields[key] = { steps: v.map((c) => c[0]), values: v.map((c) => c[1]) };
+      else obj.fields[key] = { steps: [-Infinity], values: [v] };
     }
     obj.id = get(obj, "id", 0);
     obj.typeName = get(obj, "type_name", 0) || "";
@@ -59,8 +67,8 @@
     const f = obj.fields[key];
     if (!f) return undefined;
     const s = f.steps;
-    let lo = 0, hi = s.length - 1;
     if (step < s[0]) return f.values[0];
+    let lo = 0, hi = s.length - 1;
     while (lo < hi) {  // last index with s[i] <= step
       const mid = (lo + hi + 1) >> 1;
       if (s[mid] <= step) lo = mid; else hi = mid - 1;
@@ -68,9 +76,17 @@
     return f.values[lo];
   }
 
+  function setField(obj, key, step, value) {
+    const f = obj.fields[key];
+    if (!f) { obj.fields[key] = { steps: [step], values: [value] }; return; }
+    const last = f.steps.length - 1;
+    if (f.steps[last] === step) f.values[last] = value;
+    else { f.steps.push(step); f.values.push(value); }
+  }
+
   function validate(r) {
-    const need = ["map_size", "objects", "max_steps"];
-    for (const k of need) if (!(k in r)) throw new Error(`not a MettaGrid replay: missing "${k}"`);
+    if (r === null || typeof r !== "object" || Array.isArray(r)) throw new Error("not a MettaGrid replay: not a JSON object");
+    for (const k of ["map_size", "objects", "max_steps"]) if (!(k in r)) throw new Error(`not a MettaGrid replay: missing "${k}"`);
     if (!Array.isArray(r.map_size) || r.map_size.length !== 2) throw new Error("bad map_size");
     if (!Array.isArray(r.objects)) throw new Error("bad objects");
   }
@@ -125,10 +141,10 @@
       try { detail = (await resp.text()).slice(0, 300); } catch (e) { /* ignore */ }
       return fail(`cannot load ${url}: HTTP ${resp.status} ${detail}`);
     }
-    await loadBuffer(await resp.arrayBuffer(), name || (state.names && state.names[url]) || url);
+    await loadBuffer(await resp.arrayBuffer(), name || state.names[url] || url, state.uris[url] || url);
   }
 
-  async function loadBuffer(buf, source) {
+  async function loadBuffer(buf, source, uri) {
     let r;
     try {
       r = await decode(buf);
@@ -136,86 +152,273 @@
     } catch (e) {
       return fail(`${source}: ${e.message}`);
     }
-    setReplay(r, source);
+    setReplay(r, source, uri || source);
   }
 
-  function setReplay(r, source) {
+  // Policy and simulation: from the replay's metadata, else from an evaluation replay's path
+  // (`<replays>/<policy>/v<N>/<suite>/<simulation>/game<G>_episode<E>.json.z`).
+  function describeSource(r, uri) {
+    const meta = Object.assign({}, r.metadata || {});
+    const parts = String(uri || "").split("?")[0].split("/").filter(Boolean);
+    const n = parts.length;
+    if (n >= 5 && /^v\d+$/.test(parts[n - 4])) {
+      if (!meta.policy) meta.policy = `${parts[n - 5]}:${parts[n - 4]}`;
+      if (!meta.simulation) meta.simulation = `${parts[n - 3]}/${parts[n - 2]}`;
+    }
+    return meta;
+  }
+
+  function setReplay(r, source, uri, keepView) {
+    const prevSelected = state.selected ? state.selected.id : null;
     state.replay = r;
     state.source = source;
     state.objects = r.objects.map(normalizeObject);
+    state.byId = new Map(state.objects.map((o) => [o.id, o]));
     state.agents = state.objects.filter((o) => o.isAgent).sort((a, b) => a.agentId - b.agentId);
-    state.staticObjects = state.objects.filter((o) => !o.dynamic && !o.isAgent);
     state.maxSteps = r.max_steps | 0;
-    state.step = 0;
     state.error = null;
-    state.selected = state.agents.length ? state.agents[0] : null;
     state.itemNames = r.item_names || [];
     state.actionNames = r.action_names || [];
-    const slider = $("step");
-    slider.max = String(state.maxSteps);
-    slider.value = "0";
-    const [w, h] = r.map_size;
-    $("title").textContent = `${source.split("/").pop().split("?")[0]}  ${w}x${h}, ${state.agents.length} agents, ` +
-      `${state.maxSteps} steps` + (r.episode !== undefined ? `, episode ${r.episode}` : "");
-    fitZoom();
+    state.meta = describeSource(r, uri);
+    state.walls = new Set();
+    for (const o of state.objects) {
+      if (o.typeName === "wall" && o.fields.location.steps.length === 1) {
+        const l = get(o, "location", 0);
+        state.walls.add(l[0] + "," + l[1]);
+      }
+    }
+    const groups = new Set(state.agents.map((o) => get(o, "group", 0) || 0));
+    const policies = state.meta.agent_policies ? new Set(state.meta.agent_policies) : new Set();
+    state.teams = groups.size > 1 || policies.size > 1;
+    state.selected = (keepView && state.byId.get(prevSelected)) || (state.agents.length ? state.agents[0] : null);
+    if (state.live) {
+      state.controlled = state.agents.find((o) => o.agentId === state.live.agent) || null;
+      if (!keepView) state.selected = state.controlled || state.selected;
+    }
+    state.step = state.live ? state.maxSteps : (keepView ? Math.min(state.step, state.maxSteps) : 0);
+    $("step").max = String(state.maxSteps);
+    computeEvents(1, state.maxSteps, true);
+    updateTitle();
+    if (!keepView) fitZoom();
     buildLegend();
     buildAgentTable();
     state.loaded = true;
     document.body.dataset.state = "loaded";
-    setStatus("");
+    if (!state.live) setStatus(r.complete === false ? "episode saved before its end" : "");
+    render();
+  }
+
+  function updateTitle() {
+    const r = state.replay, m = state.meta;
+    const [w, h] = r.map_size;
+    const parts = [];
+    parts.push(m.policy ? `policy ${m.policy}` : state.live ? "no policy" : source_name());
+    if (m.simulation) parts.push(m.simulation);
+    if (r.episode !== undefined) parts.push(`episode ${r.episode}`);
+    const text = parts.join(" \u00b7 ");
+    $("title").textContent = `${text}   (${w}x${h}, ${state.agents.length} agents)`;
+    document.title = `${state.live ? "Play" : "Replay"}: ${text}`;
+    state.titleText = text;
+  }
+
+  function source_name() { return String(state.source || "").split("/").pop().split("?")[0]; }
+
+  // ------------------------------------------------------------------------------------------ events
+
+  // Per step: hearts made (an agent's heart count rises), successful attacks, agents freezing, reward sum.
+  function eventsAt(s) {
+    const ev = { step: s, heart: 0, attack: 0, freeze: 0, reward: 0, who: [] };
+    const heartId = state.itemNames.indexOf("heart");
+    for (const o of state.agents) {
+      const r = get(o, "current_reward", s) || 0;
+      ev.reward += r;
+      if (heartId >= 0 && countOf(get(o, "inventory", s), heartId) > countOf(get(o, "inventory", s - 1), heartId)) {
+        ev.heart++; ev.who.push(`agent ${o.agentId} +\u2665`);
+      }
+      const a = get(o, "action", s), name = state.actionNames[a] || "";
+      if (name.startsWith("attack") && get(o, "action_success", s) && changedAt(o, s)) {
+        ev.attack++; ev.who.push(`agent ${o.agentId} attacks`);
+      }
+      if ((get(o, "frozen", s) || 0) > 0 && !((get(o, "frozen", s - 1) || 0) > 0)) {
+        ev.freeze++; ev.who.push(`agent ${o.agentId} frozen`);
+      }
+    }
+    return ev;
+  }
+
+  // An action field only changes when the action does: a repeated attack shows as a new step of the agent's
+  // `action_success`/`action` lists or, if both repeat, as a change of its inventory or of someone's frozen.
+  function changedAt(o, s) {
+    for (const k of ["action", "action_success", "inventory", "location", "orientation"]) {
+      const f = o.fields[k];
+      if (f && f.steps.includes(s)) return true;
+    }
+    return state.agents.some((x) => x !== o && (get(x, "frozen", s) || 0) > 0 && !((get(x, "frozen", s - 1) || 0) > 0));
+  }
+
+  function countOf(inv, item) {
+    for (const [i, n] of inv || []) if (i === item) return n;
+    return 0;
+  }
+
+  function computeEvents(from, to, reset) {
+    if (reset) state.events = [null];
+    for (let s = from; s <= to; s++) state.events[s] = eventsAt(s);
+    drawTimeline();
+  }
+
+  function drawTimeline() {
+    const dpr = window.devicePixelRatio || 1;
+    const w = Math.max(10, Math.floor(tl.clientWidth * dpr)), h = Math.floor(46 * dpr);
+    if (tl.width !== w || tl.height !== h) { tl.width = w; tl.height = h; }
+    tctx.setTransform(1, 0, 0, 1, 0, 0);
+    tctx.fillStyle = "#1a1d22"; tctx.fillRect(0, 0, w, h);
+    const n = Math.max(1, state.maxSteps);
+    const x = (s) => (s / n) * (w - 2) + 1;
+    const evs = state.events;
+    // reward per step as bars (positive up, negative down) around a baseline
+    let maxR = 1e-9;
+    for (let s = 1; s < evs.length; s++) if (evs[s]) maxR = Math.max(maxR, Math.abs(evs[s].reward));
+    const base = h * 0.62, scale = (h * 0.5) / maxR;
+    tctx.fillStyle = "#56d364";
+    for (let s = 1; s < evs.length; s++) {
+      const e = evs[s];
+      if (!e || !e.reward) continue;
+      const bh = Math.max(1, Math.abs(e.reward) * scale);
+      tctx.fillStyle = e.reward > 0 ? "#56d364" : "#f85149";
+      tctx.fillRect(x(s) - 0.5, e.reward > 0 ? base - bh : base, Math.max(1, w / n), bh);
+    }
+    tctx.fillStyle = "#30363d"; tctx.fillRect(0, base, w, 1);
+    // event ticks: hearts, attacks, freezes in three rows at the bottom
+    const rows = { heart: h - 13 * dpr, attack: h - 9 * dpr, freeze: h - 5 * dpr };
+    for (const kind of ["freeze", "attack", "heart"]) {
+      tctx.fillStyle = EVENT_COLORS[kind];
+      for (let s = 1; s < evs.length; s++) {
+        const e = evs[s];
+        if (e && e[kind]) tctx.fillRect(x(s) - dpr, rows[kind], 2 * dpr, 4 * dpr);
+      }
+    }
+    tctx.fillStyle = "#ffeb3b";
+    tctx.fillRect(x(state.step) - dpr, 0, 2 * dpr, h);
+  }
+
+  function timelineStep(ev) {
+    const rect = tl.getBoundingClientRect();
+    return Math.round(((ev.clientX - rect.left) / Math.max(1, rect.width)) * state.maxSteps);
+  }
+
+  // ------------------------------------------------------------------------------------------ view
+
+  function agentColor(agentId) {
+    // 137.5 degrees apart: neighbouring ids differ most; lightness alternates for ids a full turn apart
+    const hue = (agentId * 137.508) % 360, light = [48, 62, 38][Math.floor(agentId / 8) % 3];
+    return hslToHex(hue, 70, light);
+  }
+
+  function hslToHex(h, s, l) {
+    s /= 100; l /= 100;
+    const k = (n) => (n + h / 30) % 12, a = s * Math.min(l, 1 - l);
+    const f = (n) => Math.round(255 * (l - a * Math.max(-1, Math.min(k(n) - 3, Math.min(9 - k(n), 1)))));
+    return "#" + [f(0), f(8), f(4)].map((v) => v.toString(16).padStart(2, "0")).join("");
+  }
+
+  function teamOf(o) {
+    const pol = state.meta.agent_policies;
+    if (pol && pol[o.agentId] !== undefined) return String(pol[o.agentId]);
+    return `team ${get(o, "group", state.step) || 0}`;
+  }
+
+  function teamColor(o) {
+    const pol = state.meta.agent_policies;
+    if (pol) {
+      const names = [...new Set(pol)];
+      return TEAM_COLORS[Math.max(0, names.indexOf(pol[o.agentId])) % TEAM_COLORS.length];
+    }
+    return TEAM_COLORS[(get(o, "group", state.step) || 0) % TEAM_COLORS.length];
+  }
+
+  function resizeCanvas() {
+    const dpr = window.devicePixelRatio || 1;
+    const w = Math.max(1, Math.floor(canvas.clientWidth * dpr)), h = Math.max(1, Math.floor(canvas.clientHeight * dpr));
+    if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+    state.dpr = dpr;
+  }
+
+  // The whole map, centred.
+  function fitZoom() {
+    if (!state.replay) return;
+    resizeCanvas();
+    const [w, h] = state.replay.map_size;
+    const cell = Math.min((canvas.width - 8) / w, (canvas.height - 8) / h);
+    state.cell = Math.max(MIN_CELL, Math.min(MAX_CELL, Number.isFinite(cell) && cell > 0 ? cell : 12));
+    state.ox = (canvas.width - w * state.cell) / 2;
+    state.oy = (canvas.height - h * state.cell) / 2;
+    $("zoom").value = String(Math.round(state.cell));
+  }
+
+  // Zoom to `cell` keeping the map point under canvas pixel (px, py) where it is.
+  function zoomAt(cell, px, py) {
+    cell = Math.max(MIN_CELL, Math.min(MAX_CELL, cell));
+    const mx = (px - state.ox) / state.cell, my = (py - state.oy) / state.cell;
+    state.cell = cell;
+    state.ox = px - mx * cell;
+    state.oy = py - my * cell;
+    $("zoom").value = String(Math.round(cell));
+    render();
+  }
+
+  function setZoom(c) { zoomAt(c, canvas.width / 2, canvas.height / 2); }
+
+  function centerOn(col, row) {
+    state.ox = canvas.width / 2 - (col + 0.5) * state.cell;
+    state.oy = canvas.height / 2 - (row + 0.5) * state.cell;
     render();
   }
 
   // ------------------------------------------------------------------------------------------ drawing
 
-  function agentColor(agentId) { return AGENT_COLORS[agentId % AGENT_COLORS.length]; }
-
-  function resize() {
+  function drawFloorAndWalls(g, c, x0, y0, x1, y1) {
     const [w, h] = state.replay.map_size;
-    canvas.width = w * state.cell;
-    canvas.height = h * state.cell;
-    state.staticCanvas = null;
-  }
-
-  function fitZoom() {
-    if (!state.replay) return;
-    const wrap = $("canvas-wrap");
-    const [w, h] = state.replay.map_size;
-    const cell = Math.max(4, Math.min(48, Math.floor(Math.min((wrap.clientWidth - 4) / w, (wrap.clientHeight - 4) / h))));
-    state.cell = Number.isFinite(cell) ? cell : 12;
-    $("zoom").value = String(state.cell);
-    resize();
-  }
-
-  function drawStatic() {
-    const [w, h] = state.replay.map_size, c = state.cell;
-    const off = document.createElement("canvas");
-    off.width = canvas.width; off.height = canvas.height;
-    const g = off.getContext("2d");
-    g.fillStyle = FLOOR;
-    g.fillRect(0, 0, off.width, off.height);
+    g.fillStyle = OUTSIDE; g.fillRect(0, 0, canvas.width, canvas.height);
+    g.fillStyle = FLOOR; g.fillRect(state.ox, state.oy, w * c, h * c);
     if (c >= 8) {
       g.strokeStyle = GRIDLINE; g.lineWidth = 1; g.beginPath();
-      for (let x = 0; x <= w; x++) { g.moveTo(x * c + 0.5, 0); g.lineTo(x * c + 0.5, h * c); }
-      for (let y = 0; y <= h; y++) { g.moveTo(0, y * c + 0.5); g.lineTo(w * c, y * c + 0.5); }
+      for (let x = Math.max(1, x0); x <= Math.min(w - 1, x1 + 1); x++) { const px = Math.round(state.ox + x * c) + 0.5; g.moveTo(px, state.oy + y0 * c); g.lineTo(px, state.oy + (y1 + 1) * c); }
+      for (let y = Math.max(1, y0); y <= Math.min(h - 1, y1 + 1); y++) { const py = Math.round(state.oy + y * c) + 0.5; g.moveTo(state.ox + x0 * c, py); g.lineTo(state.ox + (x1 + 1) * c, py); }
       g.stroke();
     }
-    for (const o of state.staticObjects) drawObject(g, o, 0);
-    state.staticCanvas = off;
   }
 
-  function drawObject(g, o, step) {
-    const c = state.cell;
+  // Walls as raised blocks: a lighter top, a darker face where the cell below is open, edges where a
+  // neighbour is open; joined walls read as one mass and the border as the map's rim.
+  function drawWall(g, col, row, c, swappable) {
+    const x = state.ox + col * c, y = state.oy + row * c;
+    const open = (dc, dr) => !state.walls.has((col + dc) + "," + (row + dr));
+    const face = open(0, 1) ? Math.max(1, c * 0.28) : 0;
+    g.fillStyle = swappable ? BLOCK : WALL_TOP;
+    g.fillRect(x, y, c + 0.5, c + 0.5);
+    if (face) { g.fillStyle = swappable ? "#5e4f3a" : WALL_FACE; g.fillRect(x, y + c - face, c + 0.5, face + 0.5); }
+    if (c >= 6) {
+      g.fillStyle = WALL_EDGE;
+      const e = Math.max(1, c * 0.06);
+      if (open(0, -1)) g.fillRect(x, y, c, e);
+      if (open(-1, 0)) g.fillRect(x, y, e, c);
+      if (open(1, 0)) g.fillRect(x + c - e, y, e, c);
+      if (c >= 14 && !swappable) {  // a few mortar lines
+        g.fillStyle = "rgba(0,0,0,0.18)";
+        const top = c - face;
+        g.fillRect(x, y + top * 0.5, c, 1);
+        g.fillRect(x + c * ((row % 2) ? 0.3 : 0.7), y, 1, top * 0.5);
+        g.fillRect(x + c * ((row % 2) ? 0.7 : 0.3), y + top * 0.5, 1, top * 0.5);
+      }
+    }
+  }
+
+  function drawConverter(g, o, step, c) {
     const loc = get(o, "location", step);
     if (!loc) return;
-    const x = loc[0] * c, y = loc[1] * c;
-    const name = o.typeName;
-    if (name === "wall" || name === "block") {
-      g.fillStyle = name === "wall" ? WALL : BLOCK;
-      g.fillRect(x, y, c, c);
-      return;
-    }
-    const [fill, letter] = OBJECT_STYLE[name] || ["#888", (name[0] || "?").toUpperCase()];
+    const x = state.ox + loc[0] * c, y = state.oy + loc[1] * c;
+    const [fill, letter] = OBJECT_STYLE[o.typeName] || ["#888", (o.typeName[0] || "?").toUpperCase()];
     const cooling = get(o, "cooling_down", step), converting = get(o, "converting", step);
     const pad = Math.max(1, c * 0.08);
     g.globalAlpha = cooling ? 0.5 : 1;
@@ -228,83 +431,221 @@
     }
     if (c >= 10) {
       g.fillStyle = "#fff";
-      g.font = `bold ${Math.floor(c * 0.6)}px sans-serif`;
+      g.font = `bold ${Math.floor(c * 0.55)}px sans-serif`;
       g.textAlign = "center"; g.textBaseline = "middle";
       g.fillText(letter, x + c / 2, y + c / 2 + 1);
     }
     const inv = get(o, "inventory", step) || [];
-    const n = inv.reduce((s, p) => s + p[1], 0);
-    if (n > 0 && c >= 8) {  // output count in the corner
-      g.fillStyle = "#111"; g.font = `${Math.max(8, Math.floor(c * 0.4))}px sans-serif`;
-      g.textAlign = "right"; g.textBaseline = "bottom";
-      g.fillText(String(n), x + c - 1, y + c);
-    }
+    if (inv.length && c >= 12) drawInventoryIcons(g, inv, x, y, c, true);
   }
 
-  function drawAgent(g, o, step) {
-    const c = state.cell;
+  function drawAgent(g, o, step, c) {
     const loc = get(o, "location", step);
     if (!loc) return;
-    const cx = loc[0] * c + c / 2, cy = loc[1] * c + c / 2, r = c * 0.42;
+    const cx = state.ox + loc[0] * c + c / 2, cy = state.oy + loc[1] * c + c / 2, r = c * 0.4;
     const frozen = get(o, "frozen", step) > 0;
     g.beginPath(); g.arc(cx, cy, r, 0, 2 * Math.PI);
     g.fillStyle = agentColor(o.agentId); g.fill();
-    // Orientation: a white wedge pointing the way the agent faces.
+    if (state.teams && c >= 6) {  // team / policy ring
+      g.beginPath(); g.arc(cx, cy, r - Math.max(1, c * 0.04), 0, 2 * Math.PI);
+      g.lineWidth = Math.max(1.5, c * 0.08); g.strokeStyle = teamColor(o); g.stroke();
+    }
+    // orientation: a white nose on the rim the way the agent faces
     const [dx, dy] = ORIENT_VEC[get(o, "orientation", step) | 0] || [0, -1];
     const px = -dy, py = dx;
     g.beginPath();
-    g.moveTo(cx + dx * r * 0.95, cy + dy * r * 0.95);
-    g.lineTo(cx + dx * r * 0.35 + px * r * 0.4, cy + dy * r * 0.35 + py * r * 0.4);
-    g.lineTo(cx + dx * r * 0.35 - px * r * 0.4, cy + dy * r * 0.35 - py * r * 0.4);
+    g.moveTo(cx + dx * r * 1.22, cy + dy * r * 1.22);
+    g.lineTo(cx + dx * r * 0.62 + px * r * 0.38, cy + dy * r * 0.62 + py * r * 0.38);
+    g.lineTo(cx + dx * r * 0.62 - px * r * 0.38, cy + dy * r * 0.62 - py * r * 0.38);
     g.closePath(); g.fillStyle = "#fff"; g.fill();
+    g.lineWidth = 1; g.strokeStyle = "rgba(0,0,0,0.5)"; g.stroke();
+    if (c >= 13) {  // the agent's number
+      g.font = `bold ${Math.floor(c * 0.36)}px sans-serif`;
+      g.textAlign = "center"; g.textBaseline = "middle";
+      g.lineWidth = Math.max(2, c * 0.07); g.strokeStyle = "rgba(0,0,0,0.65)";
+      g.strokeText(String(o.agentId), cx, cy + 1);
+      g.fillStyle = "#fff"; g.fillText(String(o.agentId), cx, cy + 1);
+    }
     if (frozen) {  // icy ring
       g.beginPath(); g.arc(cx, cy, r, 0, 2 * Math.PI);
       g.lineWidth = Math.max(2, c * 0.14); g.strokeStyle = "#7fdbff"; g.stroke();
     }
-    if (state.selected === o) {
+    if (state.selected === o || state.controlled === o) {
       g.beginPath(); g.arc(cx, cy, r + Math.max(2, c * 0.12), 0, 2 * Math.PI);
-      g.lineWidth = 2; g.strokeStyle = "#ffeb3b"; g.stroke();
+      g.lineWidth = state.controlled === o ? 3 : 2; g.strokeStyle = state.controlled === o ? "#ffffff" : "#ffeb3b";
+      g.setLineDash(state.controlled === o ? [4, 3] : []); g.stroke(); g.setLineDash([]);
     }
-    const hearts = heartCount(o, step);
-    if (hearts > 0 && c >= 10) {
-      g.fillStyle = "#c2185b"; g.font = `bold ${Math.max(8, Math.floor(c * 0.38))}px sans-serif`;
-      g.textAlign = "left"; g.textBaseline = "top";
-      g.fillText(`\u2665${hearts}`, loc[0] * c + 1, loc[1] * c);
+    if (state.controlled === o && c >= 10) {
+      g.font = `bold ${Math.max(9, Math.floor(c * 0.3))}px sans-serif`;
+      g.textAlign = "center"; g.textBaseline = "bottom";
+      g.lineWidth = 3; g.strokeStyle = "#000"; g.strokeText("YOU", cx, cy - r - 3);
+      g.fillStyle = "#fff"; g.fillText("YOU", cx, cy - r - 3);
     }
-  }
-
-  function heartCount(o, step) {
-    const heartId = state.itemNames.indexOf("heart");
     const inv = get(o, "inventory", step) || [];
-    for (const [item, n] of inv) if (item === heartId) return n;
-    return 0;
+    if (inv.length && c >= 18) drawInventoryIcons(g, inv, state.ox + loc[0] * c, state.oy + loc[1] * c, c, false);
   }
 
-  function drawTrail(g, o, step) {
-    const c = state.cell;
+  // Small item icons along the bottom of a cell (count beside when > 1).
+  function drawInventoryIcons(g, inv, x, y, c, onConverter) {
+    const s = Math.max(5, Math.min(14, c * 0.26));
+    let px = x + 1;
+    const py = y + c - s - 1;
+    for (const [item, n] of inv.slice(0, onConverter ? 2 : 4)) {
+      drawItemIcon(g, item, px, py, s);
+      px += s;
+      if (n > 1 && c >= 24) {
+        g.font = `bold ${Math.floor(s * 0.8)}px sans-serif`; g.textAlign = "left"; g.textBaseline = "bottom";
+        g.lineWidth = 2; g.strokeStyle = "#000"; g.strokeText(String(n), px, y + c);
+        g.fillStyle = "#fff"; g.fillText(String(n), px, y + c);
+        px += s * 0.6 * String(n).length;
+      }
+      px += 1;
+    }
+  }
+
+  function itemColor(name) {
+    if (name.endsWith("_red")) return "#e5534b";
+    if (name.endsWith("_blue")) return "#539bf5";
+    if (name.endsWith("_green")) return "#57ab5a";
+    return "#bbbbbb";
+  }
+
+  function drawItemIcon(g, item, x, y, s) {
+    const name = state.itemNames[item] || `item${item}`;
+    g.save();
+    g.lineWidth = Math.max(1, s * 0.1); g.strokeStyle = "rgba(0,0,0,0.7)";
+    if (name === "heart") {
+      g.fillStyle = "#ff4f9a"; g.beginPath();
+      g.moveTo(x + s / 2, y + s * 0.9);
+      g.bezierCurveTo(x - s * 0.1, y + s * 0.45, x + s * 0.15, y - s * 0.05, x + s / 2, y + s * 0.3);
+      g.bezierCurveTo(x + s * 0.85, y - s * 0.05, x + s * 1.1, y + s * 0.45, x + s / 2, y + s * 0.9);
+      g.fill(); g.stroke();
+    } else if (name.startsWith("ore")) {
+      g.fillStyle = itemColor(name); g.beginPath();
+      g.moveTo(x + s * 0.5, y + s * 0.08); g.lineTo(x + s * 0.92, y + s * 0.45); g.lineTo(x + s * 0.7, y + s * 0.92);
+      g.lineTo(x + s * 0.25, y + s * 0.9); g.lineTo(x + s * 0.08, y + s * 0.42); g.closePath(); g.fill(); g.stroke();
+    } else if (name.startsWith("battery")) {
+      g.fillStyle = itemColor(name);
+      g.fillRect(x + s * 0.2, y + s * 0.22, s * 0.6, s * 0.72); g.strokeRect(x + s * 0.2, y + s * 0.22, s * 0.6, s * 0.72);
+      g.fillStyle = "#ddd"; g.fillRect(x + s * 0.38, y + s * 0.06, s * 0.24, s * 0.16);
+    } else if (name === "laser") {
+      g.fillStyle = "#b083f0"; g.beginPath();
+      g.moveTo(x + s * 0.62, y); g.lineTo(x + s * 0.2, y + s * 0.55); g.lineTo(x + s * 0.48, y + s * 0.55);
+      g.lineTo(x + s * 0.36, y + s); g.lineTo(x + s * 0.82, y + s * 0.4); g.lineTo(x + s * 0.54, y + s * 0.4);
+      g.closePath(); g.fill(); g.stroke();
+    } else if (name === "armor") {
+      g.fillStyle = "#90a4ae"; g.beginPath();
+      g.moveTo(x + s * 0.5, y + s * 0.05); g.lineTo(x + s * 0.9, y + s * 0.2); g.lineTo(x + s * 0.8, y + s * 0.7);
+      g.lineTo(x + s * 0.5, y + s * 0.97); g.lineTo(x + s * 0.2, y + s * 0.7); g.lineTo(x + s * 0.1, y + s * 0.2);
+      g.closePath(); g.fill(); g.stroke();
+    } else {
+      g.fillStyle = name === "blueprint" ? "#4f8fe8" : itemColor(name);
+      g.fillRect(x + s * 0.12, y + s * 0.12, s * 0.76, s * 0.76); g.strokeRect(x + s * 0.12, y + s * 0.12, s * 0.76, s * 0.76);
+    }
+    g.restore();
+  }
+
+  const iconCache = new Map();
+  function itemIconUrl(item) {
+    const key = `${item}:${state.itemNames[item]}`;
+    if (!iconCache.has(key)) {
+      const cv = document.createElement("canvas");
+      cv.width = cv.height = 28;
+      drawItemIcon(cv.getContext("2d"), item, 1, 1, 26);
+      iconCache.set(key, cv.toDataURL());
+    }
+    return iconCache.get(key);
+  }
+
+  // The action an agent took to reach `step`, drawn on the map.
+  function drawAction(g, o, step, c) {
+    if (step < 1) return;
+    const a = get(o, "action", step), name = state.actionNames[a] || "";
+    if (!name || name === "noop") return;
+    const ok = !!get(o, "action_success", step);
+    const loc = get(o, "location", step);
+    const [dx, dy] = ORIENT_VEC[get(o, "orientation", step) | 0] || [0, -1];
+    const cx = state.ox + loc[0] * c + c / 2, cy = state.oy + loc[1] * c + c / 2;
+    if (name.startsWith("attack")) {  // a hit flashes the 3x3 block ahead; a miss is a faint line
+      const px = -dy, py = dx;
+      const [w, h] = state.replay.map_size;
+      g.fillStyle = "rgba(255, 70, 50, 0.35)";
+      for (let f = 1; f <= 3 && ok; f++) {
+        for (let sd = -1; sd <= 1; sd++) {
+          const col = loc[0] + dx * f + px * sd, row = loc[1] + dy * f + py * sd;
+          if (col >= 0 && row >= 0 && col < w && row < h) g.fillRect(state.ox + col * c + 1, state.oy + row * c + 1, c - 2, c - 2);
+        }
+      }
+      g.strokeStyle = ok ? "#ff3b30" : "rgba(255,59,48,0.5)"; g.lineWidth = Math.max(2, c * 0.1);
+      g.beginPath(); g.moveTo(cx, cy); g.lineTo(cx + dx * c * (ok ? 2.2 : 1.2), cy + dy * c * (ok ? 2.2 : 1.2)); g.stroke();
+    } else if (name === "get_items" || name === "put_items") {  // arrow between the agent and the faced cell
+      const get_ = name === "get_items";
+      const from = get_ ? [cx + dx * c * 0.95, cy + dy * c * 0.95] : [cx + dx * c * 0.3, cy + dy * c * 0.3];
+      const to = get_ ? [cx + dx * c * 0.3, cy + dy * c * 0.3] : [cx + dx * c * 0.95, cy + dy * c * 0.95];
+      arrow(g, from, to, ok ? (get_ ? "#2ea043" : "#1f6feb") : "rgba(120,120,120,0.8)", Math.max(2, c * 0.1));
+    }
+    if (!ok && c >= 8) {  // a failed action: a red cross at the top right
+      const s = Math.max(3, c * 0.16), x = cx + c * 0.3, y = cy - c * 0.3;
+      g.strokeStyle = "#ff3b30"; g.lineWidth = Math.max(2, c * 0.07);
+      g.beginPath(); g.moveTo(x - s, y - s); g.lineTo(x + s, y + s); g.moveTo(x + s, y - s); g.lineTo(x - s, y + s); g.stroke();
+    }
+  }
+
+  function arrow(g, [x0, y0], [x1, y1], color, width) {
+    const ang = Math.atan2(y1 - y0, x1 - x0), head = width * 2.4;
+    g.strokeStyle = color; g.fillStyle = color; g.lineWidth = width;
+    g.beginPath(); g.moveTo(x0, y0); g.lineTo(x1 - Math.cos(ang) * head * 0.8, y1 - Math.sin(ang) * head * 0.8); g.stroke();
+    g.beginPath(); g.moveTo(x1, y1);
+    g.lineTo(x1 - Math.cos(ang - 0.45) * head, y1 - Math.sin(ang - 0.45) * head);
+    g.lineTo(x1 - Math.cos(ang + 0.45) * head, y1 - Math.sin(ang + 0.45) * head);
+    g.closePath(); g.fill();
+  }
+
+  function drawTrail(g, o, step, c) {
     g.beginPath();
     let started = false;
     for (let s = Math.max(0, step - 30); s <= step; s++) {
       const loc = get(o, "location", s);
-      const x = loc[0] * c + c / 2, y = loc[1] * c + c / 2;
+      const x = state.ox + loc[0] * c + c / 2, y = state.oy + loc[1] * c + c / 2;
       if (!started) { g.moveTo(x, y); started = true; } else g.lineTo(x, y);
     }
-    g.strokeStyle = "rgba(255, 235, 59, 0.7)"; g.lineWidth = Math.max(1, c * 0.12); g.stroke();
+    g.strokeStyle = "rgba(255, 200, 0, 0.6)"; g.lineWidth = Math.max(1, c * 0.12); g.stroke();
   }
 
+  let renderQueued = false;
   function render() {
     if (!state.replay) return;
-    const step = state.step;
-    if (!state.staticCanvas) drawStatic();
-    ctx.drawImage(state.staticCanvas, 0, 0);
-    for (const o of state.objects) if (o.dynamic && !o.isAgent) drawObject(ctx, o, step);
-    if (state.selected && state.selected.isAgent) drawTrail(ctx, state.selected, step);
-    for (const o of state.agents) drawAgent(ctx, o, step);
+    resizeCanvas();
+    const step = state.step, c = state.cell;
+    const [w, h] = state.replay.map_size;
+    // visible cells only
+    const x0 = Math.max(0, Math.floor(-state.ox / c)), y0 = Math.max(0, Math.floor(-state.oy / c));
+    const x1 = Math.min(w - 1, Math.ceil((canvas.width - state.ox) / c)), y1 = Math.min(h - 1, Math.ceil((canvas.height - state.oy) / c));
+    const visible = (l) => l && l[0] >= x0 - 1 && l[0] <= x1 + 1 && l[1] >= y0 - 1 && l[1] <= y1 + 1;
+    drawFloorAndWalls(ctx, c, x0, y0, x1, y1);
+    for (const o of state.objects) {
+      if (o.isAgent) continue;
+      const l = get(o, "location", step);
+      if (!visible(l)) continue;
+      if (o.typeName === "wall" || o.typeName === "block") drawWall(ctx, l[0], l[1], c, o.typeName === "block");
+      else drawConverter(ctx, o, step, c);
+    }
+    if (state.selected && state.selected.isAgent) drawTrail(ctx, state.selected, step, c);
+    for (const o of state.agents) if (visible(get(o, "location", step))) drawAction(ctx, o, step, c);
+    for (const o of state.agents) if (visible(get(o, "location", step))) drawAgent(ctx, o, step, c);
+    $("step").max = String(state.maxSteps);
     $("step").value = String(step);
     $("step-label").textContent = `step ${step} / ${state.maxSteps}`;
     updatePanel();
     updateAgentTable();
+    drawTimeline();
     if (state.hover) showTooltip(state.hover.obj, state.hover.x, state.hover.y);
+  }
+
+  function scheduleRender() {
+    if (renderQueued) return;
+    renderQueued = true;
+    requestAnimationFrame(() => { renderQueued = false; render(); });
   }
 
   // ------------------------------------------------------------------------------------------ panels
@@ -318,14 +659,14 @@
     const loc = get(o, "location", step) || [];
     const lines = [];
     if (o.isAgent) {
-      lines.push([`agent ${o.agentId}`, `(col ${loc[0]}, row ${loc[1]})`]);
+      lines.push([`agent ${o.agentId}`, `(col ${loc[0]}, row ${loc[1]})` + (state.controlled === o ? "  YOU" : "")]);
+      lines.push(["team", teamOf(o)]);
       lines.push(["facing", ORIENT[get(o, "orientation", step)] || "?"]);
       const ok = get(o, "action_success", step);
-      lines.push(["action", `${actionName(get(o, "action", step))} ${ok ? "\u2713" : "\u2717"}`]);
+      lines.push(["action", step > 0 ? `${actionName(get(o, "action", step))} ${ok ? "\u2713" : "\u2717"}` : "-"]);
       lines.push(["frozen", fmt(get(o, "frozen", step) || 0)]);
       lines.push(["reward (step)", fmt(get(o, "current_reward", step) || 0)]);
       lines.push(["reward (total)", fmt(get(o, "total_reward", step) || 0)]);
-      lines.push(["group", fmt(get(o, "group", step) || 0)]);
     } else {
       lines.push([o.typeName, `(col ${loc[0]}, row ${loc[1]})`]);
       const recipe = get(o, "recipe", step);
@@ -347,15 +688,23 @@
     tip.textContent = describe(o, state.step).map(([k, v]) => `${k}  ${v}`).join("\n");
     tip.hidden = false;
     const stage = $("stage").getBoundingClientRect();
-    tip.style.left = `${Math.min(x + 14, stage.width - 220)}px`;
-    tip.style.top = `${Math.min(y + 14, stage.height - 160)}px`;
+    tip.style.left = `${Math.min(x + 14, stage.width - 230)}px`;
+    tip.style.top = `${Math.min(y + 14, stage.height - 190)}px`;
+  }
+
+  function inventoryHtml(inv) {
+    if (!inv || !inv.length) return '<span class="hint">empty</span>';
+    return inv.map(([i, n]) => `<span class="inv" title="${esc(itemName(i))}"><img alt="${esc(itemName(i))}" ` +
+      `src="${itemIconUrl(i)}">${n}</span>`).join("");
   }
 
   function updatePanel() {
     const o = state.selected, el = $("selected");
     if (!o) { el.innerHTML = '<p class="hint">Click an agent or object.</p>'; return; }
-    const rows = describe(o, state.step).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(v)}</td></tr>`).join("");
-    let html = `<table>${rows}</table>`;
+    const rows = describe(o, state.step).filter(([k]) => !k.startsWith("  ") && k !== "inventory")
+      .map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(v)}</td></tr>`).join("");
+    let html = `<table>${rows}<tr><td>inventory</td><td id="selected-inventory">` +
+      `${inventoryHtml(get(o, "inventory", state.step))}</td></tr></table>`;
     if (o.isAgent) {
       const recent = [];
       for (let s = state.step; s >= Math.max(1, state.step - 40); s--) {
@@ -374,9 +723,11 @@
     for (const o of state.agents) {
       const tr = document.createElement("tr");
       tr.dataset.agent = String(o.agentId);
-      tr.innerHTML = `<td><span class="swatch" style="background:${agentColor(o.agentId)}"></span>${o.agentId}</td>` +
-        "<td></td><td></td><td></td>";
+      const ring = state.teams ? `border-color:${teamColor(o)}` : "";
+      tr.innerHTML = `<td><span class="swatch" style="background:${agentColor(o.agentId)};${ring}"></span>${o.agentId}</td>` +
+        `<td>${esc(teamOf(o))}</td><td></td><td></td><td></td>`;
       tr.addEventListener("click", () => { state.selected = o; render(); });
+      tr.addEventListener("dblclick", () => { const l = get(o, "location", state.step); centerOn(l[0], l[1]); });
       body.appendChild(tr);
       o.row = tr;
     }
@@ -386,10 +737,13 @@
     for (const o of state.agents) {
       if (!o.row) continue;
       const cells = o.row.children;
-      cells[1].textContent = fmt(get(o, "total_reward", state.step) || 0);
-      cells[2].textContent = String(heartCount(o, state.step));
-      cells[3].textContent = actionName(get(o, "action", state.step));
+      cells[1].textContent = state.controlled === o ? "you" : teamOf(o);
+      cells[2].textContent = fmt(get(o, "total_reward", state.step) || 0);
+      cells[3].textContent = String(countOf(get(o, "inventory", state.step), state.itemNames.indexOf("heart")));
+      cells[4].textContent = state.step > 0 ? actionName(get(o, "action", state.step)) : "";
+      cells[4].className = state.step > 0 && !get(o, "action_success", state.step) ? "fail" : "";
       o.row.classList.toggle("sel", state.selected === o);
+      o.row.classList.toggle("you", state.controlled === o);
     }
   }
 
@@ -398,12 +752,40 @@
     const items = [];
     for (const name of present) {
       if (name === "agent") continue;
-      const color = name === "wall" ? WALL : name === "block" ? BLOCK : (OBJECT_STYLE[name] || ["#888"])[0];
+      const color = name === "wall" ? WALL_TOP : name === "block" ? BLOCK : (OBJECT_STYLE[name] || ["#888"])[0];
       items.push(`<span class="legend-item"><i style="background:${color}"></i>${esc(name)}</span>`);
     }
-    items.push('<span class="legend-item"><i style="background:#7fdbff;border-radius:50%"></i>frozen agent</span>');
+    items.push('<span class="legend-item"><i style="background:#7fdbff;border-radius:50%"></i>frozen</span>');
     items.push('<span class="legend-item"><i style="background:#fff59d"></i>converting</span>');
+    items.push('<span class="legend-item"><i style="background:#ff5b45"></i>attack</span>');
+    items.push('<span class="legend-item"><i style="background:#2ea043"></i>get</span>');
+    items.push('<span class="legend-item"><i style="background:#1f6feb"></i>put</span>');
+    items.push('<span class="legend-item"><b class="fail">\u2717</b>failed action</span>');
+    items.push('<br><span class="hint">timeline: <b style="color:#56d364">reward</b>, ' +
+      '<b style="color:#ff4f9a">hearts</b>, <b style="color:#ff5b45">attacks</b>, <b style="color:#7fdbff">freezes</b></span>');
+    for (let i = 0; i < state.itemNames.length; i++) {
+      items.push(`<span class="legend-item inv"><img alt="" src="${itemIconUrl(i)}">${esc(state.itemNames[i])}</span>`);
+    }
     $("legend").innerHTML = items.join("");
+  }
+
+  function showHelp(show) {
+    const el = $("help");
+    if (show === undefined) show = el.hidden;
+    if (!show) { el.hidden = true; return; }
+    const rows = [];
+    if (state.live) {
+      for (const k of state.live.keys) rows.push([k.keys, `${k.action}: ${k.help}`]);
+      rows.push(["Space", "run / pause real time (in real-time mode)"], ["N", "restart (next episode)"],
+        ["Ctrl+S", "save the episode as a replay"], ["[ ]", "control the previous / next agent"]);
+    } else {
+      rows.push(["Space", "play / pause"], ["\u2190 \u2192", "step back / forward (Shift: 10)"],
+        ["Home End", "first / last step"], ["[ ]", "slower / faster"]);
+    }
+    rows.push(["Tab", "select the next agent (Shift: previous)"], ["C", "centre on the selected agent"],
+      ["wheel, + -", "zoom around the cursor"], ["drag", "pan"], ["0", "fit the map"], ["?", "this help"]);
+    el.innerHTML = `<b>Keys</b><table>${rows.map(([k, v]) => `<tr><td><kbd>${esc(k)}</kbd></td><td>${esc(v)}</td></tr>`).join("")}</table>`;
+    el.hidden = false;
   }
 
   // ------------------------------------------------------------------------------------------ interaction
@@ -422,45 +804,80 @@
     return found;
   }
 
-  function cellOf(ev) {
+  function canvasXY(ev) {
     const rect = canvas.getBoundingClientRect();
-    return [Math.floor((ev.clientX - rect.left) / state.cell), Math.floor((ev.clientY - rect.top) / state.cell)];
+    return [(ev.clientX - rect.left) * state.dpr, (ev.clientY - rect.top) * state.dpr];
   }
 
-  canvas.addEventListener("mousemove", (ev) => {
+  function cellOf(ev) {
+    const [x, y] = canvasXY(ev);
+    return [Math.floor((x - state.ox) / state.cell), Math.floor((y - state.oy) / state.cell)];
+  }
+
+  canvas.addEventListener("pointerdown", (ev) => {
+    if (!state.loaded || ev.button !== 0) return;
+    state.drag = { x: ev.clientX, y: ev.clientY, ox: state.ox, oy: state.oy, moved: false };
+    canvas.setPointerCapture(ev.pointerId);
+  });
+  canvas.addEventListener("pointermove", (ev) => {
     if (!state.loaded) return;
+    const d = state.drag;
+    if (d) {
+      const dx = ev.clientX - d.x, dy = ev.clientY - d.y;
+      if (!d.moved && Math.abs(dx) + Math.abs(dy) > 4) { d.moved = true; canvas.classList.add("panning"); }
+      if (d.moved) {
+        state.ox = d.ox + dx * state.dpr; state.oy = d.oy + dy * state.dpr;
+        $("tooltip").hidden = true; state.hover = null;
+        scheduleRender();
+        return;
+      }
+    }
     const [col, row] = cellOf(ev);
     const o = objectAt(col, row, state.step);
     const stage = $("stage").getBoundingClientRect();
     if (o) { state.hover = { obj: o, x: ev.clientX - stage.left, y: ev.clientY - stage.top }; showTooltip(o, state.hover.x, state.hover.y); }
     else { state.hover = null; $("tooltip").hidden = true; }
   });
-  canvas.addEventListener("mouseleave", () => { state.hover = null; $("tooltip").hidden = true; });
-  canvas.addEventListener("click", (ev) => {
-    if (!state.loaded) return;
+  canvas.addEventListener("pointerup", (ev) => {
+    const d = state.drag;
+    state.drag = null;
+    canvas.classList.remove("panning");
+    if (!state.loaded || !d || d.moved) return;
     const [col, row] = cellOf(ev);
     const o = objectAt(col, row, state.step);
     if (o) { state.selected = o; render(); }
   });
+  canvas.addEventListener("mouseleave", () => { state.hover = null; $("tooltip").hidden = true; });
+  canvas.addEventListener("dblclick", (ev) => { const [col, row] = cellOf(ev); centerOn(col, row); });
   canvas.addEventListener("wheel", (ev) => {
-    if (!ev.ctrlKey && !ev.metaKey) return;
+    if (!state.loaded) return;
     ev.preventDefault();
-    setZoom(state.cell + (ev.deltaY < 0 ? 2 : -2));
+    const [x, y] = canvasXY(ev);
+    zoomAt(state.cell * Math.pow(1.0015, -ev.deltaY), x, y);
   }, { passive: false });
+
+  tl.addEventListener("pointerdown", (ev) => {
+    if (!state.loaded) return;
+    tl.setPointerCapture(ev.pointerId);
+    tl.dragging = true;
+    setStep(timelineStep(ev));
+  });
+  tl.addEventListener("pointermove", (ev) => {
+    if (!state.loaded) return;
+    if (tl.dragging) setStep(timelineStep(ev));
+    const s = Math.max(0, Math.min(state.maxSteps, timelineStep(ev))), e = state.events[s];
+    tl.title = e ? `step ${s}: reward ${fmt(e.reward)}` + (e.who.length ? `; ${e.who.join(", ")}` : "") : `step ${s}`;
+  });
+  tl.addEventListener("pointerup", () => { tl.dragging = false; });
 
   function setStep(s) {
     state.step = Math.max(0, Math.min(state.maxSteps, s | 0));
+    if (state.live) state.follow = state.step === state.maxSteps;
     render();
   }
 
-  function setZoom(c) {
-    state.cell = Math.max(4, Math.min(48, c | 0));
-    $("zoom").value = String(state.cell);
-    if (state.replay) { resize(); render(); }
-  }
-
   function setPlaying(p) {
-    state.playing = p && state.loaded;
+    state.playing = p && state.loaded && !state.live;
     $("play").innerHTML = state.playing ? "&#10074;&#10074; Pause" : "&#9654; Play";
     if (state.playing) {
       if (state.step >= state.maxSteps) setStep(0);
@@ -482,6 +899,18 @@
     requestAnimationFrame(tick);
   }
 
+  function setSpeedIndex(delta) {
+    const sel = $("speed"), i = Math.max(0, Math.min(sel.options.length - 1, sel.selectedIndex + delta));
+    sel.selectedIndex = i; state.speed = parseFloat(sel.value);
+  }
+
+  function cycleSelection(back) {
+    if (!state.agents.length) return;
+    const i = state.agents.indexOf(state.selected);
+    state.selected = state.agents[(i + (back ? -1 : 1) + state.agents.length) % state.agents.length];
+    render();
+  }
+
   $("step").addEventListener("input", (ev) => setStep(parseInt(ev.target.value, 10)));
   $("play").addEventListener("click", () => setPlaying(!state.playing));
   $("prev").addEventListener("click", () => setStep(state.step - 1));
@@ -489,19 +918,33 @@
   $("speed").addEventListener("change", (ev) => { state.speed = parseFloat(ev.target.value); });
   $("zoom").addEventListener("input", (ev) => setZoom(parseInt(ev.target.value, 10)));
   $("fit").addEventListener("click", () => { fitZoom(); render(); });
-  document.addEventListener("keydown", (ev) => {
+  $("help-button").addEventListener("click", () => showHelp());
+
+  function onKey(ev) {
     if (ev.target.tagName === "INPUT" && ev.target.type !== "range") return;
+    if (ev.target.tagName === "SELECT") return;
+    if (ev.key === "?") { showHelp(); return; }
+    if (ev.key === "Escape") { showHelp(false); return; }
+    if (state.live && playKey(ev)) return;
+    if (ev.key === "Tab") { ev.preventDefault(); cycleSelection(ev.shiftKey); return; }
+    if (ev.key === "+" || ev.key === "=") { setZoom(state.cell * 1.25); return; }
+    if (ev.key === "-") { setZoom(state.cell / 1.25); return; }
+    if (ev.key === "0") { fitZoom(); render(); return; }
+    if (ev.key === "c" || ev.key === "C") {
+      if (state.selected) { const l = get(state.selected, "location", state.step); centerOn(l[0], l[1]); }
+      return;
+    }
+    if (state.live) return;
     if (ev.key === " ") { ev.preventDefault(); setPlaying(!state.playing); }
     else if (ev.key === "ArrowRight") { ev.preventDefault(); setStep(state.step + (ev.shiftKey ? 10 : 1)); }
     else if (ev.key === "ArrowLeft") { ev.preventDefault(); setStep(state.step - (ev.shiftKey ? 10 : 1)); }
-    else if (ev.key === "Tab" && state.agents.length) {
-      ev.preventDefault();
-      const i = state.agents.indexOf(state.selected);
-      state.selected = state.agents[(i + (ev.shiftKey ? -1 : 1) + state.agents.length) % state.agents.length];
-      render();
-    } else if (ev.key === "+" || ev.key === "=") setZoom(state.cell + 2);
-    else if (ev.key === "-") setZoom(state.cell - 2);
-  });
+    else if (ev.key === "Home") setStep(0);
+    else if (ev.key === "End") setStep(state.maxSteps);
+    else if (ev.key === "[") setSpeedIndex(-1);
+    else if (ev.key === "]") setSpeedIndex(1);
+  }
+  document.addEventListener("keydown", onKey);
+
   $("file-input").addEventListener("change", async (ev) => {
     const f = ev.target.files[0];
     if (f) await loadBuffer(await f.arrayBuffer(), f.name);
@@ -513,22 +956,242 @@
     loadUrl(ev.target.value);
   });
 
+  // ------------------------------------------------------------------------------------------ play mode
+
+  // The key -> action table from the server, matched on the key (letters case-blind; Shift picks rotate).
+  function keyAction(ev) {
+    if (ev.ctrlKey || ev.metaKey) return null;
+    const norm = (k) => (k.length === 1 ? k.toLowerCase() : k);
+    for (const k of state.live.keys) {
+      for (const spec of k.keys.split(" ")) {
+        const shift = spec.startsWith("Shift+"), alt = spec.startsWith("Alt+");
+        const base = spec.replace(/^(Shift|Alt)\+/, "");
+        if (alt) { if (ev.altKey && ev.code === `Digit${base}`) return k.action; continue; }
+        if (!ev.altKey && shift === ev.shiftKey && norm(ev.key) === norm(base)) return k.action;
+      }
+    }
+    return null;
+  }
+
+  function playKey(ev) {
+    if (ev.ctrlKey && (ev.key === "s" || ev.key === "S")) { ev.preventDefault(); save(); return true; }
+    const action = keyAction(ev);
+    if (action) {
+      ev.preventDefault();
+      if (ev.repeat && state.pending > 1) return true;  // held keys: do not pile up requests
+      if (state.realtime && !state.runPaused) { state.queuedAction = action; $("play-queued").textContent = `next: ${action}`; }
+      else enqueue(action);
+      return true;
+    }
+    if (ev.key === " ") { ev.preventDefault(); if (state.realtime) setRunPaused(!state.runPaused); return true; }
+    if (ev.key === "n" || ev.key === "N") { restart(); return true; }
+    if (ev.key === "[" || ev.key === "]") {
+      const n = state.live.num_agents;
+      switchAgent((state.live.agent + (ev.key === "]" ? 1 : n - 1)) % n);
+      return true;
+    }
+    return false;
+  }
+
+  function playMessage(html, isError) {
+    const el = $("play-message");
+    el.innerHTML = html;
+    el.classList.toggle("error", !!isError);
+  }
+
+  async function api(path, body) {
+    const opts = body === undefined ? {} : { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+    let resp;
+    try {
+      resp = await fetch(path, opts);
+    } catch (e) {
+      throw new Error(`the play server does not answer (${e.message}); is it still running?`);
+    }
+    let data = null;
+    try { data = await resp.json(); } catch (e) { /* not JSON */ }
+    if (!resp.ok) throw new Error((data && data.error) || `HTTP ${resp.status} from ${path}`);
+    return data;
+  }
+
+  // Key presses are sent one at a time, in order; a few may wait while one is in flight.
+  function enqueue(action) {
+    if (state.queue.length >= 4) return;
+    state.queue.push(action);
+    state.pending++;
+    if (state.pending === 1) pump();
+  }
+
+  async function pump() {
+    while (state.queue.length) {
+      const action = state.queue[0];
+      try {
+        await doStep(action);
+      } catch (e) {
+        playMessage(esc(e.message), true);
+        state.queue.length = 1;  // drop what was typed ahead of an error
+      }
+      state.queue.shift();
+      state.pending--;
+    }
+  }
+
+  async function doStep(action) {
+    const out = await api("api/play/step", { action });
+    state.lastResponse = out;
+    if (out.step !== state.maxSteps + 1 || out.episode !== state.replay.episode) {
+      await loadLive(true);  // another tab stepped too, or a restart happened elsewhere
+    } else {
+      applyChanges(out.step, out.changes);
+    }
+    if (out.done) {
+      playMessage(`episode over at step ${out.step}` + (out.saved ? ` &mdash; saved ${esc(out.saved)}` : "") +
+        " &mdash; press <kbd>N</kbd> or Restart for the next one");
+      setRunPaused(true);
+    } else if (!$("play-message").classList.contains("error") || action) {
+      playMessage("");
+    }
+  }
+
+  function applyChanges(step, changes) {
+    for (const ch of changes) {
+      let o = state.byId.get(ch.id);
+      if (!o) { o = normalizeObject(ch); state.objects.push(o); state.byId.set(o.id, o); continue; }
+      for (const [k, v] of Object.entries(ch)) if (k !== "id") setField(o, k, step, v);
+    }
+    state.maxSteps = step;
+    state.replay.max_steps = step;
+    if (state.follow) state.step = step;
+    computeEvents(step, step, false);
+    render();
+  }
+
+  async function loadLive(keepView) {
+    const r = await api("api/play/replay");
+    state.live = r.play;
+    setReplay(r, "play", "", keepView);
+    state.follow = true;
+    state.step = state.maxSteps;
+    syncPlayBar();
+    render();
+  }
+
+  function syncPlayBar() {
+    const sel = $("play-agent");
+    if (sel.options.length !== state.live.num_agents) {
+      sel.innerHTML = Array.from({ length: state.live.num_agents }, (_, i) => `<option value="${i}">${i}</option>`).join("");
+    }
+    sel.value = String(state.live.agent);
+    const keys = state.live.keys.map((k) => `<tr><td>${esc(k.keys)}</td><td>${esc(k.action)}</td></tr>`);
+    keys.push("<tr><td>Space</td><td>run / pause (real time)</td></tr>", "<tr><td>N</td><td>restart</td></tr>",
+      "<tr><td>Ctrl+S</td><td>save replay</td></tr>", "<tr><td>[ ]</td><td>switch agent</td></tr>");
+    $("keys").innerHTML = keys.join("");
+  }
+
+  async function restart() {
+    try {
+      setRunPaused(state.realtime ? false : state.runPaused);
+      const r = await api("api/play/restart", {});
+      state.live = r.play;
+      setReplay(r, "play", "", true);
+      state.follow = true;
+      syncPlayBar();
+      playMessage(`episode ${r.episode} started`);
+    } catch (e) { playMessage(esc(e.message), true); }
+  }
+
+  async function switchAgent(agent) {
+    try {
+      state.live = await api("api/play/agent", { agent });
+      await loadLive(true);
+      state.selected = state.controlled;
+      render();
+      playMessage(`you now control agent ${agent}`);
+    } catch (e) { playMessage(esc(e.message), true); }
+  }
+
+  async function save() {
+    try {
+      const out = await api("api/play/save", {});
+      const link = `?replay=${encodeURIComponent(out.url)}`;
+      playMessage(`saved ${esc(out.path)} &mdash; <a id="saved-link" href="${esc(link)}" target="_blank">open in the replay viewer</a>`);
+      return out;
+    } catch (e) { playMessage(esc(e.message), true); return null; }
+  }
+
+  function setRunPaused(p) {
+    state.runPaused = p;
+    $("play-pause").innerHTML = p ? "&#9654; Run" : "&#10074;&#10074; Pause";
+    scheduleRealtime();
+  }
+
+  function scheduleRealtime() {
+    clearTimeout(state.rtTimer);
+    state.rtTimer = null;
+    if (!state.live || !state.realtime || state.runPaused) return;
+    const speed = parseFloat($("play-speed").value) || 4;
+    state.rtTimer = setTimeout(async () => {
+      if (state.pending === 0) {
+        const action = state.queuedAction || "noop";
+        state.queuedAction = null;
+        $("play-queued").textContent = "";
+        enqueue(action);
+      }
+      scheduleRealtime();
+    }, 1000 / speed);
+  }
+
+  $("play-mode").addEventListener("change", (ev) => {
+    state.realtime = ev.target.value === "realtime";
+    setRunPaused(!state.realtime);
+    ev.target.blur();
+  });
+  $("play-speed").addEventListener("change", (ev) => { scheduleRealtime(); ev.target.blur(); });
+  $("play-pause").addEventListener("click", () => setRunPaused(!state.runPaused));
+  $("play-restart").addEventListener("click", restart);
+  $("play-save").addEventListener("click", save);
+  $("play-agent").addEventListener("change", (ev) => { switchAgent(parseInt(ev.target.value, 10)); ev.target.blur(); });
+
+  function startPlay(info) {
+    state.live = info;
+    document.body.dataset.mode = "play";
+    $("brand").textContent = "MettaGrid play";
+    $("play-bar").hidden = false;
+    $("keys-box").hidden = false;
+    $("play").disabled = true;
+    state.runPaused = true;
+    // A heartbeat tells the server the tab is open; `bye` that it closed.
+    setInterval(() => { fetch("api/play/ping", { method: "POST" }).catch(() => setStatus("the play server does not answer", true)); }, 1000);
+    window.addEventListener("pagehide", () => navigator.sendBeacon("api/play/bye"));
+    return loadLive(false).catch((e) => fail(e.message));
+  }
+
+  // ------------------------------------------------------------------------------------------ start
+
   async function init() {
     const params = new URLSearchParams(location.search);
     let url = params.get("replay");
     if (location.protocol.startsWith("http")) {
-      try {  // the local server lists its replays
-        const resp = await fetch("api/replays");
-        if (resp.ok) {
-          const list = await resp.json();
-          state.names = Object.fromEntries(list.map((r) => [r.url, r.name]));
-          const sel = $("replay-list");
-          sel.innerHTML = list.map((r) => `<option value="${esc(r.url)}">${esc(r.name)}</option>`).join("");
-          sel.hidden = list.length < 2;
-          if (!url && list.length) url = list[0].url;
-          if (url) sel.value = url;
-        }
+      let info = null;
+      try {
+        const resp = await fetch("api/info");
+        if (resp.ok) info = await resp.json();
       } catch (e) { /* not our server: fine */ }
+      if (info && info.mode === "play" && !url) return startPlay(info);
+      if (info) {
+        try {
+          const resp = await fetch("api/replays");
+          if (resp.ok) {
+            const list = await resp.json();
+            state.names = Object.fromEntries(list.map((r) => [r.url, r.name]));
+            state.uris = Object.fromEntries(list.map((r) => [r.url, r.uri]));
+            const sel = $("replay-list");
+            sel.innerHTML = list.map((r) => `<option value="${esc(r.url)}">${esc(r.name)}</option>`).join("");
+            sel.hidden = list.length < 2;
+            if (!url && list.length) url = list[0].url;
+            if (url) sel.value = url;
+          }
+        } catch (e) { /* no list: fine */ }
+      }
     }
     if (url) await loadUrl(url);
     else setStatus("open a replay file (*.json.z)");
@@ -542,17 +1205,34 @@
     get cell() { return state.cell; },
     get selectedAgent() { return state.selected && state.selected.isAgent ? state.selected.agentId : null; },
     get mapSize() { return state.replay ? state.replay.map_size : null; },
+    get title() { return state.titleText || ""; },
+    get events() { return state.events.filter(Boolean).filter((e) => e.heart || e.attack || e.freeze); },
+    get live() { return state.live; },
+    get pending() { return state.pending; },
+    get lastResponse() { return state.lastResponse; },
+    get episode() { return state.replay ? state.replay.episode : null; },
+    get controlledAgent() { return state.controlled ? state.controlled.agentId : null; },
     agents() {
       return state.agents.map((o) => ({
         id: o.agentId, location: get(o, "location", state.step), orientation: get(o, "orientation", state.step),
         frozen: get(o, "frozen", state.step), inventory: get(o, "inventory", state.step),
-        total_reward: get(o, "total_reward", state.step), color: agentColor(o.agentId),
+        action: get(o, "action", state.step), action_success: get(o, "action_success", state.step),
+        total_reward: get(o, "total_reward", state.step), color: agentColor(o.agentId), team: teamOf(o),
       }));
     },
-    setStep, setZoom, setPlaying, loadUrl, loadBuffer, select(agentId) {
-      state.selected = state.agents.find((o) => o.agentId === agentId) || null; render();
+    // Canvas pixel of a cell's centre, and a point on an agent's body away from its number and nose.
+    cellCenter(col, row) { return [state.ox + (col + 0.5) * state.cell, state.oy + (row + 0.5) * state.cell]; },
+    agentBodyPoint(agentId) {
+      const o = state.agents.find((a) => a.agentId === agentId);
+      const l = get(o, "location", state.step), [dx, dy] = ORIENT_VEC[get(o, "orientation", state.step) | 0];
+      const [cx, cy] = this.cellCenter(l[0], l[1]);
+      return [cx - dx * state.cell * 0.27, cy - dy * state.cell * 0.27];
     },
+    setStep, setZoom, setPlaying, loadUrl, loadBuffer, zoomAt, centerOn, fitZoom() { fitZoom(); render(); },
+    view() { return { cell: state.cell, ox: state.ox, oy: state.oy, width: canvas.width, height: canvas.height }; },
+    select(agentId) { state.selected = state.agents.find((o) => o.agentId === agentId) || null; render(); },
+    save, restart, switchAgent,
   };
-  window.addEventListener("resize", () => { if (state.replay) render(); });
+  window.addEventListener("resize", () => { if (state.replay) render(); else drawTimeline(); });
   init();
 })();

@@ -42,9 +42,10 @@ __all__ = ["MettaCLI", "main"]
 
 
 TOP_LEVEL_EPILOG = """commands beside fit (not Lightning runs; each has its own --help):
-  evaluate  POLICY_URI... [--suite arena] [--db eval.duckdb]
+  evaluate  POLICY_URI... [--suite arena] [--db eval.duckdb] [--cross-play]
                   play policies on a simulation suite, append episodes to a DuckDB
-                  database, print the table and write the scorecard
+                  database, print the table and write the scorecard (--cross-play:
+                  every pair of policies in the same games)
   analyze   DB... [--metric heart.gained] [--out DIR]
                   scorecards (policy x simulation) from evaluation databases
   replay    REPLAY | FOLDER | URL [--port 8000] [--no-browser]
@@ -53,6 +54,8 @@ TOP_LEVEL_EPILOG = """commands beside fit (not Lightning runs; each has its own 
                   plot learning curves from a W&B offline run or a CSV log
   play      [POLICY_URI] [--game arena_basic | --suite-sim arena/basic] [--agent 0]
                   control one agent from the browser while the policy plays the others
+  dashboard [DIR_OR_URI...] [--port 8050]
+                  web dashboard over run folders: runs, curves, scorecards, replays
 
 examples:
   python -m metta_lightning fit --config configs/arena.yaml

@@ -1,10 +1,12 @@
-"""The subcommands beside `fit` that are not Lightning runs: `evaluate`, `analyze`, `replay`, `curves`, `play`.
+"""The subcommands beside `fit` that are not Lightning runs: `evaluate`, `analyze`, `replay`, `curves`, `play`,
+`dashboard`.
 
     python -m metta_lightning evaluate <policy-uri> [<policy-uri> ...] --suite arena --db eval.duckdb
     python -m metta_lightning evaluate <policy-uri> <policy-uri | random | noop> ... --cross-play [--share 0.5]
     python -m metta_lightning analyze eval.duckdb [more.duckdb ...] [--metric heart.gained] [--out DIR]
     python -m metta_lightning replay <replay.json.z | folder | URL> [--port 8000] [--no-browser]
     python -m metta_lightning curves <wandb run dir | CSV log dir> [-o curve.png] [-m env_agent/heart.gained]
+    python -m metta_lightning dashboard [<run folder | data dir | fsspec URI> ...] [--port 8050]
     python -m metta_lightning play [<policy-uri>] [--game arena_basic | --suite-sim arena/basic] [--agent 0]
 
 `metta_lightning.cli.main` hands argv to `run_command` when its first word is one of `COMMANDS`.
@@ -20,7 +22,7 @@ import sys
 
 __all__ = ["COMMANDS", "run_command", "evaluate_main"]
 
-COMMANDS = ("evaluate", "analyze", "replay", "curves", "play")
+COMMANDS = ("evaluate", "analyze", "replay", "curves", "play", "dashboard")
 
 
 def _default_db() -> str:
@@ -112,6 +114,10 @@ def run_command(argv: list[str]) -> int:
         from .viewer.play import main as play_main
 
         return play_main(rest)
+    if command == "dashboard":
+        from .dashboard import main as dashboard_main
+
+        return dashboard_main(rest)
     raise ValueError(f"unknown command {command!r} (commands: {', '.join(COMMANDS)})")
 
 

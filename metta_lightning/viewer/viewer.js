@@ -17,7 +17,8 @@
   const FLOOR = "#e9e4d8", GRIDLINE = "#dcd6c8", OUTSIDE = "#121417";
   const WALL_TOP = "#5b616b", WALL_FACE = "#3b3f46", WALL_EDGE = "#2a2d33", BLOCK = "#8a7658";
   // Team (group) ring colours; only drawn when a replay has more than one team or policy.
-  const TEAM_COLORS = ["#ffd866", "#78dce8", "#ff6188", "#a9dc76", "#fc9867", "#ab9df2", "#ffffff", "#000000"];
+  // (no light blue: that ring means frozen)
+  const TEAM_COLORS = ["#ffd866", "#ff6188", "#a9dc76", "#fc9867", "#ab9df2", "#ffffff", "#000000", "#9e9e9e"];
   // Converters: fill colour and letter by type name (unknown types get a grey box with their initial).
   const OBJECT_STYLE = {
     altar: ["#c2185b", "\u2665"], mine_red: ["#b0413e", "M"], mine_blue: ["#3e64b0", "M"], mine_green: ["#3e9b4f", "M"],
@@ -279,7 +280,7 @@
     // reward per step as bars (positive up, negative down) around a baseline
     let maxR = 1e-9;
     for (let s = 1; s < evs.length; s++) if (evs[s]) maxR = Math.max(maxR, Math.abs(evs[s].reward));
-    const base = h * 0.62, scale = (h * 0.5) / maxR;
+    const base = h * 0.45, scale = (h * 0.4) / maxR;
     tctx.fillStyle = "#56d364";
     for (let s = 1; s < evs.length; s++) {
       const e = evs[s];
@@ -290,12 +291,13 @@
     }
     tctx.fillStyle = "#30363d"; tctx.fillRect(0, base, w, 1);
     // event ticks: hearts, attacks, freezes in three rows at the bottom
-    const rows = { heart: h - 13 * dpr, attack: h - 9 * dpr, freeze: h - 5 * dpr };
+    const row = 5 * dpr, tw = Math.max(3 * dpr, (w / n) * 0.7);
+    const rows = { heart: h - 3 * row - 2 * dpr, attack: h - 2 * row - dpr, freeze: h - row };
     for (const kind of ["freeze", "attack", "heart"]) {
       tctx.fillStyle = EVENT_COLORS[kind];
       for (let s = 1; s < evs.length; s++) {
         const e = evs[s];
-        if (e && e[kind]) tctx.fillRect(x(s) - dpr, rows[kind], 2 * dpr, 4 * dpr);
+        if (e && e[kind]) tctx.fillRect(x(s) - tw / 2, rows[kind], tw, row);
       }
     }
     tctx.fillStyle = "#ffeb3b";
@@ -466,9 +468,18 @@
       g.strokeText(String(o.agentId), cx, cy + 1);
       g.fillStyle = "#fff"; g.fillText(String(o.agentId), cx, cy + 1);
     }
-    if (frozen) {  // icy ring
+    if (frozen) {  // icy ring with frost ticks
       g.beginPath(); g.arc(cx, cy, r, 0, 2 * Math.PI);
       g.lineWidth = Math.max(2, c * 0.14); g.strokeStyle = "#7fdbff"; g.stroke();
+      if (c >= 10) {
+        g.strokeStyle = "#e8f8ff"; g.lineWidth = Math.max(1, c * 0.04); g.beginPath();
+        for (let i = 0; i < 8; i++) {
+          const t = (i * Math.PI) / 4;
+          g.moveTo(cx + Math.cos(t) * r * 0.85, cy + Math.sin(t) * r * 0.85);
+          g.lineTo(cx + Math.cos(t) * r * 1.18, cy + Math.sin(t) * r * 1.18);
+        }
+        g.stroke();
+      }
     }
     if (state.selected === o || state.controlled === o) {
       g.beginPath(); g.arc(cx, cy, r + Math.max(2, c * 0.12), 0, 2 * Math.PI);

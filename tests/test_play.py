@@ -116,6 +116,32 @@ def test_port_in_use(tmp_path):
             ReplayServer(["x.json.z"], port=port)
 
 
+def test_play_command_serves_and_reports_a_busy_port(tmp_path, capsys):
+    """The `play` subcommand: registered beside the others, prints the URL it serves; on a busy port it
+    exits 2 with a clear message."""
+    import urllib.request
+
+    from metta_lightning.commands import run_command
+    from metta_lightning.viewer.play import serve_play
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(["play", "--help"])
+    assert exit_info.value.code == 0 and "--suite-sim" in capsys.readouterr().out
+    server = serve_play(game=write_game(tmp_path), others="random", replay_dir=str(tmp_path / "replays"),
+                        open_browser=False, block=False)
+    try:
+        out = capsys.readouterr().out
+        assert f"Open {server.url}" in out and "you are agent 0 of 4" in out and "random" in out
+        info = json.loads(urllib.request.urlopen(server.url + "api/info", timeout=10).read())
+        assert info["mode"] == "play" and info["game"] == "game" and info["num_agents"] == 4
+        port = server.httpd.server_address[1]
+        assert run_command(["play", "--game", write_game(tmp_path), "--no-browser", "--port", str(port)]) == 2
+        err = capsys.readouterr().err
+        assert f"error: port {port} on 127.0.0.1 is in use" in err and "Traceback" not in err
+    finally:
+        server.stop()
+
+
 def _request(server, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
     host, port = server.httpd.server_address[:2]
     conn = http.client.HTTPConnection(host, port, timeout=10)
@@ -302,6 +328,14 @@ def test_play_in_chromium(trained_policy, tmp_path):
             loc = dict((s, v) for s, v in a0["location"])
             assert loc[1][:2] == [2, 1] and loc[0][:2] == [1, 1]
             assert any(msg.startswith("saved the episode") for msg in server.messages)
+            # The page's link opens it from the play server itself.
+            link = page.get_attribute("#saved-link", "href")
+            lpage = browser.new_page(viewport={"width": 1000, "height": 700})
+            lpage.goto(server.url + link, wait_until="load")
+            lpage.wait_for_function("window.viewer && (window.viewer.loaded || window.viewer.error)", timeout=20000)
+            assert lpage.evaluate("window.viewer.error") is None and lpage.evaluate("window.viewer.live") is None
+            assert lpage.evaluate("window.viewer.maxSteps") == paused_at
+            lpage.close()
 
             # The saved episode opens in the replay viewer (the `replay` command's server) at its last step.
             final = {a["agent_id"]: a for a in session.engine_agents()}

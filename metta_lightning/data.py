@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torchrl.envs.utils import ExplorationType, exploration_type
 
 from envs.config import GameConfig
+from envs.curriculum import Curriculum, CurriculumConfig
 from envs.presets import resolve_game
 from envs.info import EnvInfo
 
@@ -126,6 +127,36 @@ class CollectorDataset(IterableDataset):
             yield self.describe(td, time.perf_counter() - start)
 
 
+def _gather(trainer, obj) -> list:
+    """`obj` of every rank, in rank order (just `[obj]` without DDP)."""
+    import torch.distributed as dist
+
+    if trainer is None or trainer.world_size <= 1 or not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+class CurriculumStats(L.Callback):
+    """Logs the data module's `curriculum/*` figures after every rollout, merged over the ranks: counts
+    summed, the rest averaged over the ranks that have them. Added by `RolloutDataModule` itself when it
+    has a curriculum."""
+
+    SUMMED = ("curriculum/tasks_sampled", "curriculum/episodes_scored", "curriculum/evictions")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        curriculum = getattr(trainer.datamodule, "curriculum", None)
+        if curriculum is None:
+            return
+        merged: dict[str, list[float]] = {}
+        for stats in _gather(trainer, curriculum.stats()):
+            for k, v in stats.items():
+                merged.setdefault(k, []).append(v)
+        logs = {k: float(sum(v)) if k in self.SUMMED else float(sum(v) / len(v)) for k, v in merged.items()}
+        pl_module.log_dict(logs, on_step=True, on_epoch=False, batch_size=1)
+
+
 class RolloutDataModule(L.LightningDataModule):
     """Rollouts from MettaGrid games for PPO.
 
@@ -145,12 +176,17 @@ class RolloutDataModule(L.LightningDataModule):
             uses W x the rollout and averages the gradients of W minibatches (a bigger batch as W grows).
             "global": num_envs and model.minibatch_size are totals; each rank runs num_envs / W games and
             minibatches of minibatch_size / W (both must divide), so a config learns alike on any W.
+        curriculum: tasks the games play instead of `game` alone (`envs.curriculum.CurriculumConfig`: kind
+            single / random / bucketed / learning_progress, tasks or buckets over `game`); every finished game
+            is reset into `curriculum.sample()` and its episode's mean reward is reported with `update`.
+            Checked against `game` here, before training. Rank r's curriculum is seeded with seed + 1000 * r;
+            its state is in the `.ckpt`. None: every episode plays `game`.
     """
 
     def __init__(self, game: str | dict[str, Any] | GameConfig = "arena_basic_easy_shaped", game_overrides: dict | None = None,
                  num_envs: int = 4, horizon: int = 64,
                  rollouts_per_epoch: int = 10, seed: int = 0, env_device: str | None = None,
-                 batch_semantics: BatchSemantics = "per_rank") -> None:
+                 batch_semantics: BatchSemantics = "per_rank", curriculum: CurriculumConfig | None = None) -> None:
         super().__init__()
         for name, value in (("num_envs", num_envs), ("horizon", horizon), ("rollouts_per_epoch", rollouts_per_epoch)):
             if value < 1:
@@ -161,6 +197,10 @@ class RolloutDataModule(L.LightningDataModule):
         self.num_envs, self.horizon, self.rollouts_per_epoch = num_envs, horizon, rollouts_per_epoch
         self.seed, self.env_device, self.batch_semantics = seed, env_device, batch_semantics
         self.env_info = EnvInfo.from_config(self.game)
+        self.curriculum_config = CurriculumConfig.model_validate(curriculum) if curriculum is not None else None
+        # Built now so that a bad path, value or task fails before training; rebuilt per rank in setup.
+        self.curriculum: Curriculum | None = (
+            self.curriculum_config.build(self.game, seed=seed) if self.curriculum_config is not None else None)
         self.env_epoch = 0  # games are seeded from (seed, rank, env_epoch); see restart_envs
         self.env = None
         self.actor: RolloutActor | None = None
@@ -197,7 +237,7 @@ class RolloutDataModule(L.LightningDataModule):
         from envs.torchrl_env import MettaGridEnv
 
         return MettaGridEnv(self.game, num_envs=self.envs_per_rank(self.world_size), seed=seed,
-                            device=self.env_device or "cpu")
+                            device=self.env_device or "cpu", curriculum=self.curriculum)
 
     def _make_collector(self):
         module = self.trainer.lightning_module
@@ -211,6 +251,24 @@ class RolloutDataModule(L.LightningDataModule):
             # seed_everything gave every rank the same torch seed: without this the ranks would draw the same
             # Gumbel noise for their actions and the same minibatch orders. Rank 0 keeps the run's stream.
             torch.manual_seed((torch.initial_seed() + 1000 * rank) % 2**63)
+            if self.curriculum_config is not None:  # each rank its own task sequence
+                self.curriculum = self.curriculum_config.build(self.game, seed=self.seed + 1000 * rank)
+        if self.curriculum is not None and not any(isinstance(cb, CurriculumStats) for cb in self.trainer.callbacks):
+            self.trainer.callbacks.append(CurriculumStats())
+
+    def state_dict(self) -> dict[str, Any]:
+        """The curriculum's state on every rank (gathered under DDP; rank r resumes from entry r)."""
+        if self.curriculum is None:
+            return {}
+        return {"curriculum_by_rank": _gather(self.trainer, self.curriculum.state_dict())}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        by_rank = state_dict.get("curriculum_by_rank")
+        if self.curriculum is None or not by_rank:
+            return
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        if rank < len(by_rank):  # a rank the state does not know (more ranks now) keeps its fresh curriculum
+            self.curriculum.load_state_dict(by_rank[rank])
 
     def env_seed(self, rank: int) -> int:
         """Seed of rank `rank`'s games: `seed + 1000 * rank` at first, a fresh derived one per restart."""

@@ -253,3 +253,42 @@ def test_torchrl_env_plays_the_curriculum_tasks_and_scores_them():
     assert all(e["steps"] == {"short": 5, "long": 8}[e["task_name"]] for e in episodes)
     assert curriculum.num_updates == len(episodes)
     assert curriculum.num_sampled == 4 + len(episodes)  # one per game at the start, one per reset
+
+
+# ---------------------------------------------------------------------------------------------------- training
+CURRICULUM = {"kind": "learning_progress", "num_active_tasks": 3, "sample_threshold": 2, "ema_timescale": 0.1,
+              "buckets": {"agent.rewards.ore_red": [0, 0.5, 1.0], "max_steps": [9, 13],
+                          "actions.attack.consumed_resources.laser": [1, 100]}}
+
+
+def test_resumed_curriculum_run_continues_the_straight_runs_task_sequence(tmp_path):
+    """fit 3 epochs straight == 2 epochs + `--ckpt_path last` for 1 more (exact_resume): the same curriculum
+    state (RNG, pool, scores, counts) at every checkpoint, and the same weights."""
+    from tests.test_resume import assert_same_training_state, fit, state
+
+    curriculum = ["--data.curriculum", __import__("json").dumps(CURRICULUM)]
+    straight = fit(tmp_path / "a", "cur", 3, *curriculum, rollouts=3)
+    fit(tmp_path / "b", "cur", 2, *curriculum, rollouts=3)
+    resumed = fit(tmp_path / "b", "cur", 3, "--ckpt_path", "last", *curriculum, rollouts=3)
+    da, db = tmp_path / "a" / "cur" / "checkpoints", tmp_path / "b" / "cur" / "checkpoints"
+    for e in (2, 3):
+        sa, sb = state(da / f"cur:v{e}.ckpt"), state(db / f"cur:v{e}.ckpt")
+        ca, cb = sa["RolloutDataModule"]["curriculum_by_rank"], sb["RolloutDataModule"]["curriculum_by_rank"]
+        assert ca == cb, e
+        assert_same_training_state(sa, sb)
+    final = straight.datamodule.curriculum
+    assert final.num_updates > 3 * 4 and final.evictions > 0
+    assert resumed.datamodule.curriculum.state_dict() == final.state_dict()
+    logged = (tmp_path / "a").rglob("metrics.csv")
+    header = next(iter(logged)).read_text().splitlines()[0]
+    assert "curriculum/pool_size" in header and "curriculum/sampling_entropy" in header
+    assert "curriculum/score/max_steps=9" in header
+
+
+def test_bad_curriculum_fails_before_training(tmp_path):
+    from tests.test_resume import fit
+
+    bad = {"kind": "bucketed", "buckets": {"agent.rewards.ore_red": [0], "objects.altarr.initial_resource_count": [1]}}
+    with pytest.raises((ValueError, SystemExit)) as info:
+        fit(tmp_path, "bad", 1, "--data.curriculum", __import__("json").dumps(bad))
+    assert not (tmp_path / "bad" / "checkpoints").exists() or not list((tmp_path / "bad" / "checkpoints").iterdir())

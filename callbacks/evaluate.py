@@ -11,6 +11,11 @@ in the run folder (`metta_lightning.run_folder`, beside `checkpoints/`; `UploadC
     <run folder>/eval.duckdb                                  the run's database (`analyze` reads it)
     <run folder>/replays/<run>/v<epoch>/<suite>/<sim>/*.json.z   (`replay` opens them)
 
+With an opponent pool (`opponents`: policy URIs or the NPCs `random` / `noop`; `past_checkpoints`: the run's
+own newest earlier checkpoints) the policy also plays each opponent in the same games (cross-play, half
+the agents each); the matches go to the same database (`agent_policies` names each agent's policy) and
+`eval/<suite>/vs/<opponent>` is logged.
+
 In the background (`background`, on by default under DDP) rank zero evaluates a copy of the weights in
 a thread while training goes on: evaluation is then outside every collective, so however long it takes
 the other ranks never wait on it in an all-reduce or barrier (no collective timeout to raise). Its
@@ -29,6 +34,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import re
 import threading
 import time
 from typing import Any, Optional
@@ -57,12 +64,19 @@ class EvaluateCallback(Callback):
             module doc); None: only when training on more than one rank (DDP).
         evaluate_at_end: also evaluate (with replays) when fit ends, unless its last epoch was just evaluated,
             so every run has an evaluation and a replay however few epochs it managed.
+        opponents: an opponent pool: policy URIs or NPC names (`random`, `noop`) that the policy also plays
+            against, in the same games (cross-play: each side plays half the agents), on every simulation
+            of `suite`; logged as `eval/<suite>/vs/<opponent>` (the policy's mean episode return per agent).
+        past_checkpoints: also play against this many of the run's own newest earlier checkpoints.
     """
 
     def __init__(self, suite: str = "arena", epoch_interval: int = 10, db_uri: Optional[str] = None,
-                 replay_episodes: int = 1, background: Optional[bool] = None, evaluate_at_end: bool = True) -> None:
+                 replay_episodes: int = 1, background: Optional[bool] = None, evaluate_at_end: bool = True,
+                 opponents: Optional[list[str]] = None, past_checkpoints: int = 0) -> None:
         if epoch_interval < 1:
             raise ValueError(f"EvaluateCallback(epoch_interval={epoch_interval}): must be >= 1")
+        if past_checkpoints < 0:
+            raise ValueError(f"EvaluateCallback(past_checkpoints={past_checkpoints}): must be >= 0")
         from metta_lightning.simulation import resolve_suite
 
         self.suite = resolve_suite(suite)  # an unknown name fails at construction, not hours into a run
@@ -71,6 +85,10 @@ class EvaluateCallback(Callback):
         self.replay_episodes = int(replay_episodes)
         self.background = background
         self.evaluate_at_end = evaluate_at_end
+        self.opponents = list(opponents or [])
+        self.past_checkpoints = int(past_checkpoints)
+        self._opponent_handles: dict[str, Any] = {}  # loaded once, by URI
+        self.checkpoint_dir: Optional[str] = None
         self._trained = False  # whether this fit trained at all (a resume past max_time does not)
         self._thread: Optional[threading.Thread] = None
         self._running_epoch = 0
@@ -99,6 +117,7 @@ class EvaluateCallback(Callback):
             self.db_uri = folder.eval_db
         if self.replay_dir is None:
             self.replay_dir = folder.replays
+        self.checkpoint_dir = self.checkpoint_dir or folder.checkpoints
         return self.db_uri, self.replay_dir
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -175,7 +194,7 @@ class EvaluateCallback(Callback):
 
     def evaluate_policy(self, policy, epoch: int) -> dict[str, float]:
         """Play the suite with `policy` as `<run>:v<epoch>`, append to the database; the metrics to log."""
-        from metta_lightning.simulation import PolicyHandle, run_suite
+        from metta_lightning.simulation import PolicyHandle, play_pair, run_suite
         from metta_lightning.stats_db import StatsDB
 
         start = time.perf_counter()
@@ -184,9 +203,35 @@ class EvaluateCallback(Callback):
             result = run_suite(handle, self.suite, db=db,
                                replay_dir=self.replay_dir if self.replay_episodes else None,
                                replay_episodes=self.replay_episodes)
-        metrics = result.log_dict("eval")
+            metrics = result.log_dict("eval")
+            for opponent in self.opponent_pool(epoch):
+                matches = play_pair(handle, opponent, self.suite, db=db,
+                                    replay_dir=self.replay_dir if self.replay_episodes else None,
+                                    replay_episodes=self.replay_episodes)
+                metrics[f"eval/{self.suite.name}/vs/{opponent.label}"] = float(
+                    sum(m.mean_rewards()[0] for m in matches) / len(matches))
         metrics["eval/seconds"] = time.perf_counter() - start
         return metrics
+
+    def opponent_pool(self, epoch: int) -> list:
+        """The policies to play against at `epoch`: `opponents`, then the newest `past_checkpoints` of this
+        run's own checkpoints before `epoch`."""
+        from metta_lightning.simulation import load_policy_handle
+
+        uris = list(self.opponents)
+        if self.past_checkpoints and self.checkpoint_dir and os.path.isdir(self.checkpoint_dir):
+            earlier = []
+            for name in os.listdir(self.checkpoint_dir):
+                m = re.fullmatch(rf"{re.escape(self.run or '')}:v(\d+)\.mpt", name)
+                if m and int(m.group(1)) < epoch:
+                    earlier.append((int(m.group(1)), os.path.join(self.checkpoint_dir, name)))
+            uris += [path for _, path in sorted(earlier)[-self.past_checkpoints:]]
+        pool = []
+        for uri in uris:
+            if uri not in self._opponent_handles:
+                self._opponent_handles[uri] = load_policy_handle(uri)
+            pool.append(self._opponent_handles[uri])
+        return pool
 
     def _publish(self, trainer: pl.Trainer, epoch: int, metrics: dict[str, float]) -> None:
         self.last_metrics = metrics

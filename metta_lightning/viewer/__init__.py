@@ -4,8 +4,9 @@
     python -m metta_lightning replay s3://bucket/run/replays/game0_episode3.json.z --port 8000
     python -m metta_lightning.viewer path/to/replay.json.z --no-browser
 
-The server binds 127.0.0.1 (only this machine can see it), serves the page, `api/replays` (the list)
-and `replays/<i>` (the compressed bytes of replay i, read through fsspec, so any URL works). The page
+The server binds 127.0.0.1 (only this machine can see it), serves the page, `api/info` (the mode: the
+page is also the live view of `play`, see play.py), `api/replays` (the list) and `replays/<i>` (the
+compressed bytes of replay i, read through fsspec, so any URL works). The page
 decompresses the replay in the browser (`DecompressionStream("deflate")`). The page also works without
 the server: open `index.html` from disk and pick a file, or `index.html?replay=<url>` for any URL that
 allows cross-origin reads.

@@ -38,6 +38,8 @@ __all__ = ["PlayError", "PlaySession", "PlayServer", "key_map", "resolve_play_ga
 
 # Bodies of POST requests are a few bytes of JSON; anything larger is refused unread.
 MAX_BODY = 64 * 1024
+POST_ENDPOINTS = ("api/play/step", "api/play/restart", "api/play/agent", "api/play/save", "api/play/ping",
+                  "api/play/bye")
 
 
 class PlayError(ValueError):
@@ -335,19 +337,15 @@ class _PlayHandler(_Handler):
                 return self._json(HTTPStatus.OK, session.info())
             if path == "api/play/replay":
                 return self._json(HTTPStatus.OK, session.replay())
-            if path in ("api/play/ping", "api/play/step", "api/play/restart", "api/play/agent", "api/play/save"):
-                if path == "api/play/ping":
-                    self.server.heartbeat()
-                    return self._json(HTTPStatus.OK, {"ok": True})
-                return self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} takes POST")
         except Exception as e:  # noqa: BLE001 - answer, never die
             return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {e}")
+        if path in POST_ENDPOINTS:
+            return self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} takes POST")
         return super().do_GET()
 
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0].lstrip("/")
-        if path not in ("api/play/step", "api/play/restart", "api/play/agent", "api/play/save", "api/play/bye",
-                        "api/play/ping"):
+        if path not in POST_ENDPOINTS:
             return self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: POST /{path}")
         try:
             body = self._read_json()

@@ -1027,6 +1027,7 @@
   // Key presses are sent one at a time, in order; a few may wait while one is in flight.
   function enqueue(action) {
     if (state.queue.length >= 4) return;
+    state.follow = true;  // acting brings the view back to the present
     state.queue.push(action);
     state.pending++;
     if (state.pending === 1) pump();

@@ -40,6 +40,7 @@ from callbacks.monitor import SystemMonitor
 from callbacks.profiler import TorchProfiler
 from callbacks.upload import UploadCallback
 from envs.config import GameConfig
+from envs.curriculum import Curriculum, CurriculumConfig
 from envs.info import EnvInfo
 
 from envs.presets import resolve_game
@@ -48,7 +49,7 @@ from .data import RolloutActor, RolloutDataModule
 from .module import PPOModule
 from .training import Minibatch, PhaseOrderError, PPOHyperparameters, PPOUpdate, Rollout, optimizer_step
 
-__all__ = ["CheckpointConfig", "ConfigError", "Environment", "EvaluationConfig", "LoggingConfig", "OptimizerConfig",
+__all__ = ["CheckpointConfig", "ConfigError", "CurriculumConfig", "Environment", "EvaluationConfig", "LoggingConfig", "OptimizerConfig",
            "PPOConfig", "PhaseOrderError", "PolicyConfig", "RolloutConfig", "TrainResult", "TrainerConfig",
            "TrainingComponents", "make_policy", "train"]
 
@@ -88,7 +89,7 @@ _OPTIMIZER_FIELDS = ["learning_rate", "adam_eps", "adam_betas", "lr_schedule", "
 PPOConfig = _from_signature("PPOConfig", PPOModule, _PPO_FIELDS, doc="PPO hyperparameters (`PPOModule` arguments).")
 OptimizerConfig = _from_signature("OptimizerConfig", PPOModule, _OPTIMIZER_FIELDS,
                                   doc="Adam and the learning-rate schedule (`PPOModule` arguments).")
-RolloutConfig = _from_signature("RolloutConfig", RolloutDataModule, exclude=("game", "game_overrides"),
+RolloutConfig = _from_signature("RolloutConfig", RolloutDataModule, exclude=("game", "game_overrides", "curriculum"),
                                 doc="Games stepped together and rollout sizes (`RolloutDataModule` arguments).")
 CheckpointConfig = _from_signature("CheckpointConfig", PolicyCheckpoint,
                                    doc="Policy artifacts and resumable states (`callbacks.PolicyCheckpoint`).")
@@ -132,6 +133,8 @@ class TrainerConfig(BaseModel):
     game: Union[str, dict[str, Any]] = Field("arena_basic_easy_shaped",
                                              description="a preset name or a whole game as GameConfig fields")
     game_overrides: Optional[dict[str, Any]] = Field(None, description="GameConfig fields merged over the game")
+    curriculum: Optional[CurriculumConfig] = Field(None, description="tasks over the game that finished games are "
+                                                                     "reset into (`envs.curriculum`); None: the game only")
     policy: Optional[PolicyConfig] = Field(None, description="None: `models.Fast` with its defaults")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
@@ -199,6 +202,8 @@ class TrainerConfig(BaseModel):
         data = {"game": self.game, **_set(self.rollout)}
         if self.game_overrides:
             data["game_overrides"] = self.game_overrides
+        if self.curriculum is not None:
+            data["curriculum"] = self.curriculum.model_dump()
         model = {**_set(self.ppo), **_set(self.optimizer)}
         if self.policy is not None:
             model["policy"] = {"class_path": self.policy.resolved_class_path(), "init_args": dict(self.policy.init_args)}
@@ -235,7 +240,7 @@ class TrainerConfig(BaseModel):
         model.pop("env_info", None)
         if model:
             raise ConfigError(f"model: unknown keys {sorted(model)}")
-        for key in ("game", "game_overrides"):
+        for key in ("game", "game_overrides", "curriculum"):
             if key in data:
                 fields[key] = data.pop(key)
         data.pop("env_info", None)
@@ -333,11 +338,15 @@ class Environment:
         num_agents, width, height: the convenience form: an arena with one room of `width` x `height` and
             `num_agents` agents (objects scaled to the room's area); the game defaults to the easy, shaped arena.
         device: device of the env's tensors.
+        curriculum: tasks over `game` that finished games are reset into: a `CurriculumConfig` (built and
+            checked against the game here, seeded with `seed`), its fields as a dict, or a built
+            `envs.curriculum.Curriculum`. None: the game only.
     """
 
     def __init__(self, game: str | dict | GameConfig = "arena_basic_easy_shaped", num_envs: int = 4, seed: int = 0,
                  game_overrides: Optional[dict] = None, num_agents: Optional[int] = None, width: Optional[int] = None,
-                 height: Optional[int] = None, device: str = "cpu") -> None:
+                 height: Optional[int] = None, device: str = "cpu",
+                 curriculum: CurriculumConfig | dict | Curriculum | None = None) -> None:
         overrides = dict(game_overrides or {})
         if num_agents is not None or width is not None or height is not None:
             overrides = {**_small_arena(num_agents or 4, width or 25, height or 25), **overrides}
@@ -346,6 +355,11 @@ class Environment:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.num_envs, self.seed, self.device = num_envs, seed, device
         self.env_info = EnvInfo.from_config(self.game)
+        if curriculum is None or isinstance(curriculum, Curriculum):
+            self.curriculum = curriculum
+        else:
+            self.curriculum = CurriculumConfig.model_validate(curriculum).build(self.game, seed=seed,
+                                                                                where="curriculum")
 
     @property
     def num_rows(self) -> int:
@@ -356,7 +370,7 @@ class Environment:
         from envs.torchrl_env import MettaGridEnv
 
         return MettaGridEnv(self.game, num_envs=self.num_envs, seed=self.seed if seed is None else seed,
-                            device=self.device)
+                            device=self.device, curriculum=self.curriculum)
 
 
 def _small_arena(num_agents: int, width: int, height: int) -> dict:

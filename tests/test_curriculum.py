@@ -292,3 +292,21 @@ def test_bad_curriculum_fails_before_training(tmp_path):
     with pytest.raises((ValueError, SystemExit)) as info:
         fit(tmp_path, "bad", 1, "--data.curriculum", __import__("json").dumps(bad))
     assert not (tmp_path / "bad" / "checkpoints").exists() or not list((tmp_path / "bad" / "checkpoints").iterdir())
+
+
+def test_python_api_takes_a_curriculum():
+    from metta_lightning import api
+
+    cur = {"kind": "random", "tasks": [{"name": "short", "overrides": {"max_steps": 6}},
+                                       {"name": "long", "overrides": {"max_steps": 9}, "weight": 2}]}
+    cfg = api.TrainerConfig(curriculum=cur)
+    assert api.TrainerConfig.from_cli(cfg.to_cli()).curriculum == cfg.curriculum
+    env = api.Environment(num_agents=4, width=12, height=12, num_envs=2, curriculum=cur)
+    small = api.TrainerConfig(rollout=api.RolloutConfig(horizon=24), ppo=api.PPOConfig(bptt_horizon=8, minibatch_size=64))
+    training = api.TrainingComponents.create(env, api.make_policy("FeedForward", env, channels=8, hidden_size=16), small)
+    episodes = training.rollout().episodes
+    assert {e["task_name"] for e in episodes} <= {"short", "long"} and episodes
+    assert all(e["steps"] == {"short": 6, "long": 9}[e["task_name"]] for e in episodes)
+    assert env.curriculum.num_updates == len(episodes)
+    with pytest.raises(ValueError, match=r"curriculum.buckets\['agent.nope'\]"):
+        api.Environment(curriculum={"kind": "bucketed", "buckets": {"agent.nope": [1]}})

@@ -122,6 +122,48 @@ def stress_env(name: str, cfg: GameConfig, steps: int, num_envs: int, rng: np.ra
     return episodes
 
 
+def mixed_configs(steps: int, rng: np.random.Generator) -> int:
+    """Games of one batch on different configs that change at every reset, slots replaced while games
+    still run them (the engine keeps the old rules alive until those games reset), stats and snapshots of
+    games on replaced slots."""
+    base = presets.arena(num_agents=6)
+    base.map_builder = base.map_builder.model_copy(update={"rooms": (1, 2), "room_size": 8, "border": 1})
+    base.max_steps = 7
+
+    def variant() -> GameConfig:
+        cfg = base.model_copy(deep=True)
+        cfg.max_steps = int(rng.choice([1, 2, 5, 17, 60]))
+        cfg.agent.rewards = {"heart": float(rng.choice([0, 1])), "ore_red": float(rng.choice([0, 0.1, 1.0]))}
+        cfg.actions.attack.consumed_resources = {"laser": int(rng.choice([0, 1, 100]))}
+        for name in ("altar", "mine_red", "generator_red"):
+            cfg.objects[name] = cfg.objects[name].model_copy(
+                update={"initial_resource_count": int(rng.integers(0, 3))})
+        counts = {k: int(rng.integers(0, 4)) for k in ("wall", "altar", "mine_red", "generator_red", "armory")}
+        cfg.map_builder = cfg.map_builder.model_copy(update={"objects": counts})
+        return GameConfig.model_validate(cfg.model_dump())
+
+    env = MettaGrid(base, num_envs=4, seed=int(rng.integers(1 << 30)), auto_reset=bool(rng.integers(2)))
+    slots = [env.add_config(variant()) for _ in range(3)]
+    episodes = 0
+    for t in range(steps):
+        for g in range(env.num_envs):
+            env.set_next_config(g, int(rng.choice([0, *slots])), task=int(rng.integers(1 << 40)))
+        if t % 13 == 0:
+            env.set_config(int(rng.choice(slots)), variant())
+        if t % 97 == 0:
+            env.reset(seed=int(rng.integers(1 << 30)))
+        env.step(rng.integers(-1, env.num_actions + 1, size=env.num_rows))
+        if not env.auto_reset and t % 3 == 0:
+            env.reset_games(env.games_done())
+        if t % 11 == 0:
+            for g in range(env.num_envs):
+                env.grid_objects(g)
+        for ep in env.episode_stats():
+            check(ep["config"] in (0, *slots), "mixed: an episode names a slot that does not exist")
+            episodes += 1
+    return episodes
+
+
 def raw_engine(spec: dict):
     eng = _mettagrid.Engine(spec, 1, 0)
     rows = eng.num_agents
@@ -246,6 +288,11 @@ def main() -> int:
         agent_steps += steps * num_envs * cfg.num_agents
         print(f"{name:26s} {steps:6d} steps x {num_envs} games x {cfg.num_agents:3d} agents, "
               f"{eps:5d} episodes, {time.time() - t:6.1f} s", flush=True)
+    t = time.time()
+    eps = mixed_configs(args.steps, rng)
+    agent_steps += args.steps * 4 * 6
+    print(f"{'mixed configs':26s} {args.steps:6d} steps x 4 games x   6 agents, {eps:5d} episodes, "
+          f"{time.time() - t:6.1f} s", flush=True)
     t = time.time()
     extreme_specs(max(10, args.steps // 4))
     print(f"{'extreme hand-made specs':26s} {time.time() - t:6.1f} s", flush=True)

@@ -132,7 +132,8 @@ class Fast(Policy):
         conv1, conv2 = self.cnn[0], self.cnn[2]
         (oh, ow), c = self._conv1_out, conv1.out_channels
         # One bag per observation holding only its tokens in use (bags in order, so no sort is needed); a token
-        # in use whose feature or cell the policy does not know maps to the zero row, which `padding_idx` skips.
+        # in use whose feature or cell the policy does not know maps to the table's zero row and adds 0 (cheaper
+        # than `padding_idx`, which takes embedding_bag off its fast path: ~2.5x slower here).
         in_use = tokens[..., 0] != 255
         counts = in_use.sum(1)
         used = tokens.reshape(-1, 3)[in_use.view(-1)].to(torch.int32)
@@ -140,8 +141,8 @@ class Fast(Policy):
         index = self._token_rows.index_select(0, (used[:, 0] << 8) | feat)
         values = used[:, 2].to(torch.float32) * self._feature_scale.index_select(0, feat)
         table = self._conv_table() if torch.is_grad_enabled() else self._cached_conv_table()
-        x = F.embedding_bag(index, table, counts.cumsum(0) - counts, mode="sum", per_sample_weights=values,
-                            padding_idx=table.shape[0] - 1)  # [B, oh * ow * C], ordered (py, px, c)
+        x = F.embedding_bag(index, table, counts.cumsum(0) - counts, mode="sum",
+                            per_sample_weights=values)  # [B, oh * ow * C], ordered (py, px, c)
         x = torch.relu(x.view(-1, oh, ow, c) + conv1.bias)
         if conv2.kernel_size == (oh, ow) and conv2.padding in ((0, 0), "valid") and conv2.groups == 1:
             # The second convolution covers the whole map: a linear layer over (py, px, c).

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metta_lightning.viewer import ReplayError, ReplayServer, check_replay, find_replays, serve
+from metta_lightning.viewer import STATIC_DIR, ReplayError, ReplayServer, check_replay, find_replays, serve
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -234,6 +234,36 @@ def test_viewer_in_headless_chromium(replay_path, tmp_path):
             page.goto(server.url + "?replay=replays/0", wait_until="load")
             page.wait_for_function("window.viewer.loaded", timeout=20000)
             assert page.evaluate("window.viewer.maxSteps") == 40
+
+            # Served by another server (the dashboard's way: the viewer's files, an empty `api/replays`
+            # and the replay at a path of its own), it asks for nothing else and names policy and simulation.
+            import functools
+            import shutil
+            import threading
+            from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+            site = tmp_path / "site"
+            (site / "viewer" / "api").mkdir(parents=True)
+            for name in ("index.html", "viewer.js", "viewer.css"):
+                shutil.copy(STATIC_DIR / name, site / "viewer" / name)
+            (site / "viewer" / "api" / "replays").write_text("[]")
+            (site / "favicon.ico").write_bytes(b"")  # the browser asks for it; not the viewer's doing
+            dest = site / "files" / "runA" / "v7" / "arena" / "basic" / "game0_episode2.json.z"
+            dest.parent.mkdir(parents=True)
+            dest.write_bytes(Path(replay_path).read_bytes())
+            quiet = type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
+            other = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(quiet, directory=str(site)))
+            threading.Thread(target=other.serve_forever, daemon=True).start()
+            try:
+                page = open_viewer(browser, f"http://127.0.0.1:{other.server_address[1]}/viewer/"
+                                            "?replay=%2Ffiles%2FrunA%2Fv7%2Farena%2Fbasic%2Fgame0_episode2.json.z",
+                                   errors)
+                assert page.evaluate("window.viewer.error") is None
+                title = page.evaluate("window.viewer.title")
+                assert "runA:v7" in title and "arena/basic" in title, title
+            finally:
+                other.shutdown()
+                other.server_close()
         finally:
             browser.close()
     assert not errors, errors

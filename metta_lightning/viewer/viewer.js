@@ -160,7 +160,8 @@
   // (`<replays>/<policy>/v<N>/<suite>/<simulation>/game<G>_episode<E>.json.z`).
   function describeSource(r, uri) {
     const meta = Object.assign({}, r.metadata || {});
-    const parts = String(uri || "").split("?")[0].split("/").filter(Boolean);
+    const decode = (p) => { try { return decodeURIComponent(p); } catch (e) { return p; } };
+    const parts = String(uri || "").split("?")[0].split("/").filter(Boolean).map(decode);
     const n = parts.length;
     if (n >= 5 && /^v\d+$/.test(parts[n - 4])) {
       if (!meta.policy) meta.policy = `${parts[n - 5]}:${parts[n - 4]}`;
@@ -1183,27 +1184,28 @@
     const params = new URLSearchParams(location.search);
     let url = params.get("replay");
     if (location.protocol.startsWith("http")) {
-      let info = null;
-      try {
-        const resp = await fetch("api/info");
-        if (resp.ok) info = await resp.json();
-      } catch (e) { /* not our server: fine */ }
-      if (info && info.mode === "play" && !url) return startPlay(info);
-      if (info) {
+      // `?replay=` always means a replay (other servers, e.g. the dashboard, link to the viewer that way
+      // and need not answer api/info); without it the server says whether it runs a game to play.
+      if (!url) {
         try {
-          const resp = await fetch("api/replays");
-          if (resp.ok) {
-            const list = await resp.json();
-            state.names = Object.fromEntries(list.map((r) => [r.url, r.name]));
-            state.uris = Object.fromEntries(list.map((r) => [r.url, r.uri]));
-            const sel = $("replay-list");
-            sel.innerHTML = list.map((r) => `<option value="${esc(r.url)}">${esc(r.name)}</option>`).join("");
-            sel.hidden = list.length < 2;
-            if (!url && list.length) url = list[0].url;
-            if (url) sel.value = url;
-          }
-        } catch (e) { /* no list: fine */ }
+          const resp = await fetch("api/info");
+          const info = resp.ok ? await resp.json() : null;
+          if (info && info.mode === "play") return startPlay(info);
+        } catch (e) { /* not our server: fine */ }
       }
+      try {
+        const resp = await fetch("api/replays");
+        if (resp.ok) {
+          const list = await resp.json();
+          state.names = Object.fromEntries(list.map((r) => [r.url, r.name]));
+          state.uris = Object.fromEntries(list.map((r) => [r.url, r.uri]));
+          const sel = $("replay-list");
+          sel.innerHTML = list.map((r) => `<option value="${esc(r.url)}">${esc(r.name)}</option>`).join("");
+          sel.hidden = list.length < 2;
+          if (!url && list.length) url = list[0].url;
+          if (url) sel.value = url;
+        }
+      } catch (e) { /* no list: fine */ }
     }
     if (url) await loadUrl(url);
     else setStatus("open a replay file (*.json.z)");

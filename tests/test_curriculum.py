@@ -310,3 +310,22 @@ def test_python_api_takes_a_curriculum():
     assert env.curriculum.num_updates == len(episodes)
     with pytest.raises(ValueError, match=r"curriculum.buckets\['agent.nope'\]"):
         api.Environment(curriculum={"kind": "bucketed", "buckets": {"agent.nope": [1]}})
+
+
+@pytest.mark.slow
+def test_ddp_ranks_have_their_own_curricula_and_merged_logs(tmp_path):
+    """2 gloo ranks: each rank's curriculum is seeded by its rank (different task sequences), both states are
+    in the .ckpt, and the logged counts are the sum over the ranks."""
+    import json
+
+    from tests.test_ddp import ddp_fit, logged_rows, write_cfg
+
+    cfg = write_cfg(tmp_path, "cur_ddp", 1, "cur")
+    done = ddp_fit(cfg, "--data.curriculum", json.dumps(CURRICULUM))
+    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt = next((tmp_path / "ddp").rglob("*:v1.ckpt"))
+    by_rank = torch.load(ckpt, weights_only=True)["RolloutDataModule"]["curriculum_by_rank"]
+    assert len(by_rank) == 2 and by_rank[0]["rng"] != by_rank[1]["rng"]
+    assert [a for a, _ in by_rank[0]["active"]] != [a for a, _ in by_rank[1]["active"]]
+    last = [r for r in logged_rows(tmp_path, "cur_ddp") if r.get("curriculum/tasks_sampled")][-1]
+    assert float(last["curriculum/tasks_sampled"]) == by_rank[0]["num_sampled"] + by_rank[1]["num_sampled"]

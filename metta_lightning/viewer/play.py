@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from . import STATIC_DIR, ReplayError, _Handler, _Server, _short_name, read_bytes
+from . import ReplayError, _Handler, _Server
 
 __all__ = ["PlayError", "PlaySession", "PlayServer", "key_map", "resolve_play_game", "serve_play", "main"]
 
@@ -138,8 +138,7 @@ class PlaySession:
     policy's (or `others`: "noop" / "random" without a policy). Thread-safe: one request at a time."""
 
     def __init__(self, config, policy: Any = None, agent: int = 0, seed: int = 0, others: str = "noop",
-                 replay_dir: str = "play_replays", game_label: str = "game", deterministic: bool = False,
-                 device: str = "cpu"):
+                 replay_dir: str = "play_replays", game_label: str = "game", deterministic: bool = False):
         import torch
 
         from envs import MettaGrid
@@ -159,7 +158,7 @@ class PlaySession:
         self.action_names = list(self.env.action_names)
         self._check_agent(agent)
         self.agent = int(agent)
-        self.policy = self._load_policy(policy, EnvInfo.from_config(config), device) if policy is not None else None
+        self.policy = self._load_policy(policy, EnvInfo.from_config(config)) if policy is not None else None
         self._torch = torch
         self._gen = torch.Generator().manual_seed(self.seed)
         self._rng = np.random.default_rng(self.seed)
@@ -177,16 +176,16 @@ class PlaySession:
             raise PlayError(f"agent {agent} out of range: {self.game_label} has {self.num_agents} agents "
                             f"(0-{self.num_agents - 1})")
 
-    def _load_policy(self, policy: Any, played, device: str) -> _Policy:
+    def _load_policy(self, policy: Any, played) -> _Policy:
         from models.base import FeatureRemap
 
         from ..checkpoint import CheckpointError
         from ..simulation import load_policy_handle
 
         try:
-            handle = load_policy_handle(policy, device=device)
+            handle = load_policy_handle(policy, device="cpu")  # one game: the CPU is fast enough
         except CheckpointError as e:
-            raise PlayError(f"policy {policy}: {e}") from None
+            raise PlayError(f"policy: {e}") from None
         module = handle.policy.eval()
         trained_on = getattr(module, "env_info", None)
         remap = None

@@ -97,7 +97,7 @@ def test_bad_game_agent_and_policy(trained_policy, tmp_path, capsys):
     narrow, _ = resolve_play_game(write_game(tmp_path, obs_width=7, obs_height=7))
     with pytest.raises(PlayError, match="sees 11x11 observations, the game gives 7x7"):
         PlaySession(narrow, policy=trained_policy, game_label="g", replay_dir=str(tmp_path))
-    with pytest.raises(PlayError, match="policy .*nothing.mpt"):
+    with pytest.raises(PlayError, match="policy: .*nothing.mpt: checkpoint not found"):
         PlaySession(cfg, policy=str(tmp_path / "nothing.mpt"), game_label="g", replay_dir=str(tmp_path))
 
 

@@ -285,6 +285,16 @@ def test_play_in_chromium(trained_policy, tmp_path):
             assert moved or acted, "the policy's agents neither moved nor acted"
             page.screenshot(path=str(ARTIFACTS / "play.png"))
 
+            # The controlled agent's 11x11 view is shown: cells beyond it (col 8 is 6 east of col 2) are
+            # shaded until V hides the window.
+            assert page.evaluate("window.viewer.showView") is True
+            x, y = page.evaluate("window.viewer.cellCenter(8, 1)")
+            shaded = canvas_pixel(page, x, y)
+            page.keyboard.press("v")
+            clear = canvas_pixel(page, x, y)
+            assert sum(clear[:3]) > sum(shaded[:3]) + 60, (shaded, clear)
+            page.keyboard.press("v")
+
             # Switch the controlled agent to 1 with `]`, and play it.
             page.keyboard.press("]")
             page.wait_for_function("window.viewer.live.agent === 1 && window.viewer.controlledAgent === 1")

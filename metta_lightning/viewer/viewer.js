@@ -36,7 +36,7 @@
     meta: {}, uris: {}, names: {}, dpr: 1, drag: null,
     // play mode
     live: null, pending: 0, queue: [], controlled: null, realtime: false, runPaused: false, rtTimer: null,
-    queuedAction: null, follow: true, lastResponse: null,
+    queuedAction: null, follow: true, lastResponse: null, showView: false,
   };
 
   // ------------------------------------------------------------------------------------------ format
@@ -613,6 +613,24 @@
     g.closePath(); g.fill();
   }
 
+  // What the agent sees: everything outside its egocentric window (obs_width x obs_height) is dimmed.
+  function drawObservationWindow(g, o, step, c) {
+    const cfg = state.replay.config || {};
+    const ow = cfg.obs_width || 11, oh = cfg.obs_height || 11;
+    const loc = get(o, "location", step);
+    const [w, h] = state.replay.map_size;
+    const x0 = state.ox + (loc[0] - Math.floor(ow / 2)) * c, y0 = state.oy + (loc[1] - Math.floor(oh / 2)) * c;
+    g.save();
+    g.beginPath();
+    g.rect(state.ox, state.oy, w * c, h * c);
+    g.rect(x0, y0, ow * c, oh * c);
+    g.fillStyle = "rgba(10, 12, 16, 0.38)";
+    g.fill("evenodd");  // the window is a hole in the shade
+    g.strokeStyle = "rgba(255, 255, 255, 0.7)"; g.lineWidth = 1.5; g.setLineDash([6, 4]);
+    g.strokeRect(x0, y0, ow * c, oh * c);
+    g.restore();
+  }
+
   function drawTrail(g, o, step, c) {
     g.beginPath();
     let started = false;
@@ -645,6 +663,8 @@
     if (state.selected && state.selected.isAgent) drawTrail(ctx, state.selected, step, c);
     for (const o of state.agents) if (visible(get(o, "location", step))) drawAction(ctx, o, step, c);
     for (const o of state.agents) if (visible(get(o, "location", step))) drawAgent(ctx, o, step, c);
+    const viewer = state.showView ? (state.controlled || (state.selected && state.selected.isAgent ? state.selected : null)) : null;
+    if (viewer) drawObservationWindow(ctx, viewer, step, c);
     $("step").max = String(state.maxSteps);
     $("step").value = String(step);
     $("step-label").textContent = `step ${step} / ${state.maxSteps}`;
@@ -795,6 +815,7 @@
         ["Home End", "first / last step"], ["[ ]", "slower / faster"]);
     }
     rows.push(["Tab", "select the next agent (Shift: previous)"], ["C", "centre on the selected agent"],
+      ["V", "show / hide what the agent sees (its observation window)"],
       ["wheel, + -", "zoom around the cursor"], ["drag", "pan"], ["0", "fit the map"], ["?", "this help"]);
     el.innerHTML = `<b>Keys</b><table>${rows.map(([k, v]) => `<tr><td><kbd>${esc(k)}</kbd></td><td>${esc(v)}</td></tr>`).join("")}</table>`;
     el.hidden = false;
@@ -942,6 +963,7 @@
     if (ev.key === "+" || ev.key === "=") { setZoom(state.cell * 1.25); return; }
     if (ev.key === "-") { setZoom(state.cell / 1.25); return; }
     if (ev.key === "0") { fitZoom(); render(); return; }
+    if (ev.key === "v" || ev.key === "V") { state.showView = !state.showView; render(); return; }
     if (ev.key === "c" || ev.key === "C") {
       if (state.selected) { const l = get(state.selected, "location", state.step); centerOn(l[0], l[1]); }
       return;
@@ -1096,7 +1118,8 @@
     sel.value = String(state.live.agent);
     const keys = state.live.keys.map((k) => `<tr><td>${esc(k.keys)}</td><td>${esc(k.action)}</td></tr>`);
     keys.push("<tr><td>Space</td><td>run / pause (real time)</td></tr>", "<tr><td>N</td><td>restart</td></tr>",
-      "<tr><td>Ctrl+S</td><td>save replay</td></tr>", "<tr><td>[ ]</td><td>switch agent</td></tr>");
+      "<tr><td>Ctrl+S</td><td>save replay</td></tr>", "<tr><td>[ ]</td><td>switch agent</td></tr>",
+      "<tr><td>V</td><td>show / hide your view</td></tr>", "<tr><td>?</td><td>all keys</td></tr>");
     $("keys").innerHTML = keys.join("");
   }
 
@@ -1172,6 +1195,7 @@
     $("keys-box").hidden = false;
     $("play").disabled = true;
     state.runPaused = true;
+    state.showView = true;  // the controlled agent's view, dimmed outside: what it can know
     // A heartbeat tells the server the tab is open; `bye` that it closed.
     setInterval(() => { fetch("api/play/ping", { method: "POST" }).catch(() => setStatus("the play server does not answer", true)); }, 1000);
     window.addEventListener("pagehide", () => navigator.sendBeacon("api/play/bye"));
@@ -1226,6 +1250,7 @@
     get lastResponse() { return state.lastResponse; },
     get episode() { return state.replay ? state.replay.episode : null; },
     get controlledAgent() { return state.controlled ? state.controlled.agentId : null; },
+    get showView() { return state.showView; },
     agents() {
       return state.agents.map((o) => ({
         id: o.agentId, location: get(o, "location", state.step), orientation: get(o, "orientation", state.step),

@@ -123,6 +123,7 @@
       const n = d.episodes[i][j];
       return `<td class="num" data-sim="${esc(c)}" style="background:${color(v, lo, hi)}" ${n ? `title="${n} episodes"` : ""}>${v === null ? "&ndash;" : v.toFixed(3)}${link}</td>`;
     }).join("")}</tr>`).join("");
+    $("scorecard").dataset.metric = d.metric;
     $("scorecard").innerHTML = d.policies.length ? head + `<tbody>${body}</tbody>` :
       `<tbody><tr><td class="empty">no solo evaluations</td></tr></tbody>`;
     const cp = d.crossplay;

@@ -1095,7 +1095,7 @@
     }
     state.maxSteps = step;
     state.replay.max_steps = step;
-    if (state.follow) state.step = step;
+    if (state.follow) { state.step = step; keepInView(state.controlled); }
     computeEvents(step, step, false);
     render();
   }
@@ -1199,7 +1199,30 @@
     // A heartbeat tells the server the tab is open; `bye` that it closed.
     setInterval(() => { fetch("api/play/ping", { method: "POST" }).catch(() => setStatus("the play server does not answer", true)); }, 1000);
     window.addEventListener("pagehide", () => navigator.sendBeacon("api/play/bye"));
-    return loadLive(false).catch((e) => fail(e.message));
+    return loadLive(false).then(() => {
+      // On a big map start close to your agent: about three observation windows across.
+      const [w, h] = state.replay.map_size, cfg = state.replay.config || {};
+      const span = 3 * Math.max(cfg.obs_width || 11, cfg.obs_height || 11);
+      if (state.controlled && Math.max(w, h) > span) {
+        state.cell = Math.max(MIN_CELL, Math.min(MAX_CELL, Math.min(canvas.width, canvas.height) / span));
+        const l = get(state.controlled, "location", state.step);
+        centerOn(l[0], l[1]);
+      }
+    }).catch((e) => fail(e.message));
+  }
+
+  // Re-centre on the controlled agent when it walks into the outer fifth of the view.
+  function keepInView(o) {
+    if (!o) return;
+    const [w, h] = state.replay.map_size, c = state.cell;
+    if (state.ox >= 0 && state.oy >= 0 && state.ox + w * c <= canvas.width && state.oy + h * c <= canvas.height) return;
+    const l = get(o, "location", state.step);
+    const x = state.ox + (l[0] + 0.5) * state.cell, y = state.oy + (l[1] + 0.5) * state.cell;
+    const mx = canvas.width * 0.2, my = canvas.height * 0.2;
+    if (x < mx || x > canvas.width - mx || y < my || y > canvas.height - my) {
+      state.ox = canvas.width / 2 - (l[0] + 0.5) * state.cell;
+      state.oy = canvas.height / 2 - (l[1] + 0.5) * state.cell;
+    }
   }
 
   // ------------------------------------------------------------------------------------------ start

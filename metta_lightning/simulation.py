@@ -17,6 +17,13 @@ instances of its own (never the training envs), sampling actions from its logits
 differently from the policy's training env. Each finished episode's `MettaGrid.episode_stats()` goes to
 the `StatsDB` (one `simulations` row per policy and simulation), and the first `replay_episodes`
 episodes of each simulation are recorded as replays under `<replay_dir>/<policy>/<suite>/<sim>/`.
+
+Cross-play (`run_match`, `play_pair`, `cross_play`; `evaluate --cross-play`): several policies in one game,
+each acting for its own agents with its own recurrent state. `assign_agents` splits a game's agents by
+shares (seats rotate with the game index, so no policy keeps a lucky spawn point) or gives the first
+policy a fixed team of agent ids. The NPC policies `random` and `noop` (`NPCPolicy`) are opponents that
+need no checkpoint. A match is one `simulations` row under the first policy; `agent_policies` names each
+agent's policy and `agent_groups` its side, and the stats queries score it apart from solo play.
 """
 
 from __future__ import annotations

@@ -19,21 +19,13 @@ from metta_lightning.stats_db import StatsDB
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 ROOT = Path(__file__).resolve().parents[1]
 
-# configs/learn_small.yaml's room with a second agent: both want the one mine, generator and altar.
-DUEL_GAME = {
-    "max_steps": 100,
-    "actions": {"attack": {"enabled": False}},
-    "agent": {"rewards": {"heart": 1.0, "ore_red": 0.1, "battery_red": 0.5},
-              "reward_caps": {"ore_red": 0.1, "battery_red": 0.5}},
-    "objects": {"mine_red": {"cooldown": 5}, "generator_red": {"cooldown": 5}, "altar": {"cooldown": 5}},
-    "map_builder": {"kind": "ascii", "lines": ["#######", "#...@.#", "#.m...#", "#..@..#", "#.n._.#",
-                                               "#.....#", "#######"]},
-}
+DUEL = ROOT / "configs" / "eval_duel.yaml"  # learn_small's room with a second agent
 
 
 def duel_suite(episodes: int = 8) -> dict:
-    return {"name": "duel", "simulations": {"room": {"game": "arena_basic_easy_shaped", "game_overrides": DUEL_GAME,
-                                                     "num_episodes": episodes, "num_envs": 4, "max_time_s": 120}}}
+    suite = yaml.safe_load(DUEL.read_text())
+    suite["simulations"]["room"]["num_episodes"] = episodes
+    return suite
 
 
 def run_cli(args: list[str]) -> int:
@@ -58,10 +50,8 @@ def trained_learn_small(tmp_path_factory) -> str:
 
 @pytest.mark.slow  # ~25 s of training and play on a quiet 2-core machine, minutes on a busy one
 def test_trained_policy_beats_random_in_cross_play(trained_learn_small, tmp_path, capsys):
-    suite = tmp_path / "duel.yaml"
-    suite.write_text(yaml.safe_dump(duel_suite()))
     db_path = tmp_path / "xp.duckdb"
-    code = main_code(["evaluate", trained_learn_small, "random", "--cross-play", "--suite", str(suite),
+    code = main_code(["evaluate", trained_learn_small, "random", "--cross-play", "--suite", str(DUEL),
                       "--db", str(db_path), "--replay-episodes", "1"])
     assert code == 0
     out = capsys.readouterr().out

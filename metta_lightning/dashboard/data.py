@@ -355,8 +355,12 @@ class DashboardData:
             status = "running"
         elif rows or run.checkpoints:
             status = "stopped"
+        elif run.eval_dbs:
+            status = "evaluations"  # a folder of `evaluate --db` results, not a training run
         else:
             status = "empty"
+        if status == "running" and not rows and not run.checkpoints:
+            status = "evaluations"
         config = {k: v for k, v in (facts.get("config") or {}).items() if not k.startswith("_")}
         latest = run.checkpoints[-1] if run.checkpoints else None
         metrics = sorted({k for row in rows for k in row if not k.startswith("_")})
@@ -396,7 +400,9 @@ class DashboardData:
             if errors:
                 error = "; ".join(errors)
             elif not run.wandb and not run.csv:
-                error = f"{run.name}: no log found (no W&B run of that name in wandb/, no metrics.csv in its folder)"
+                # Only a training run (it has checkpoints) is missing something without logs.
+                error = (f"{run.name}: no log found (no W&B run of that name in wandb/, no metrics.csv in its "
+                         "folder)") if run.checkpoints else None
             else:
                 error = None if pts else f"{run.name}: {metric!r} was not logged"
             out.append({"id": rid, "name": run.name, "x_key": x_key, "points": pts, "error": error})

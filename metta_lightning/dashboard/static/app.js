@@ -5,7 +5,7 @@
   const $ = (id) => document.getElementById(id);
   const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
   const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
-  const state = {refreshS: 5, runs: [], selected: new Set(), metric: null, scoreMetric: "reward",
+  const state = {refreshS: 5, runs: [], selected: new Set(), known: new Set(), metric: null, scoreMetric: "reward",
                  chart: null, chartKey: "", curves: null, scorecard: null, loads: 0, timer: null};
 
   async function getJSON(url) {
@@ -29,7 +29,8 @@
   function renderRuns(data) {
     showErrors("runs-errors", data.errors);
     state.runs = data.runs;
-    if (!state.loads) data.runs.forEach((r) => state.selected.add(r.id));  // all drawn at first
+    // Every run with logs is drawn at first; later the checkboxes decide (a new run joins drawn).
+    data.runs.forEach((r) => { if (!state.known.has(r.id) && r.metrics.length) state.selected.add(r.id); state.known.add(r.id); });
     const rows = data.runs.map((r, i) => {
       const status = r.status.split(" ")[0];
       const cfg = Object.keys(r.config || {}).length

@@ -15,6 +15,7 @@ whether `num_envs` (and the model's `minibatch_size`) count per rank or in total
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Literal
 
@@ -49,11 +50,14 @@ class RolloutActor(TensorDictModuleBase):
     Samples actions from the logits (argmax under a deterministic exploration type) and writes
     `action`, `action_log_prob`, `state_value` and, for recurrent policies, `recurrent_state`: the
     state used at this step (zeroed on rows whose episode starts, `is_init`). The live state is kept
-    here between steps."""
+    here between steps. `forward_context` wraps the policy's step (the trainer's precision, e.g. bf16
+    autocast under `trainer.precision=bf16-mixed`, so acting computes as training does); what leaves
+    the actor is float32 whatever the policy computed in."""
 
-    def __init__(self, policy: torch.nn.Module) -> None:
+    def __init__(self, policy: torch.nn.Module, forward_context=contextlib.nullcontext) -> None:
         super().__init__()
         self.policy = policy
+        self.forward_context = forward_context
         self.in_keys = ["observation", "is_init"]
         self.out_keys = ["action", "action_log_prob", "state_value"] + (
             ["recurrent_state"] if policy.is_recurrent else [])
@@ -69,9 +73,9 @@ class RolloutActor(TensorDictModuleBase):
                 self.state = self.policy.initial_state(obs.shape[0], obs.device)
             state = self.state * (~is_init).view(-1, *([1] * (self.state.dim() - 1))).to(self.state.dtype)
             td.set("recurrent_state", state)
-        with self.timer("policy_forward"):
+        with self.timer("policy_forward"), self.forward_context():
             out = self.policy.forward_step(obs, state, is_init)
-        logits, value = out["logits"], out["values"]
+        logits, value = out["logits"].float(), out["values"].float()
         log_probs = torch.log_softmax(logits, dim=-1)
         if exploration_type() in (ExplorationType.DETERMINISTIC, ExplorationType.MODE):
             action = logits.argmax(-1)
@@ -81,7 +85,7 @@ class RolloutActor(TensorDictModuleBase):
         td.set("action", action)
         td.set("action_log_prob", log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1))
         td.set("state_value", value)
-        self.state = out.get("state", None)
+        self.state = out["state"].float() if "state" in out.keys() else None
         return td
 
 
@@ -242,7 +246,7 @@ class RolloutDataModule(L.LightningDataModule):
     def _make_collector(self):
         module = self.trainer.lightning_module
         self.env = self.make_env(self.env_seed(self.trainer.global_rank))
-        self.actor = RolloutActor(module.policy)
+        self.actor = RolloutActor(module.policy, forward_context=self.trainer.precision_plugin.forward_context)
         return make_collector(self.env, self.actor, self.batch_size, module.device)
 
     def setup(self, stage: str) -> None:

@@ -103,10 +103,11 @@ def final_values(policy, td: TensorDictBase) -> Tensor:
     if policy.is_recurrent:
         seq = torch.stack([obs, nxt], dim=1)
         is_init = torch.stack([td.get("is_init")[rows, steps, 0], torch.zeros_like(rows, dtype=torch.bool)], 1)
-        out[rows, steps] = policy.forward_sequence(seq, td.get("recurrent_state")[rows, steps], is_init)["values"][:, 1]
+        out[rows, steps] = policy.forward_sequence(seq, td.get("recurrent_state")[rows, steps],
+                                                   is_init)["values"][:, 1].float()
     else:
         is_init = torch.ones(len(rows), 1, dtype=torch.bool, device=nxt.device)
-        out[rows, steps] = policy.forward_sequence(nxt.unsqueeze(1), None, is_init)["values"][:, 0]
+        out[rows, steps] = policy.forward_sequence(nxt.unsqueeze(1), None, is_init)["values"][:, 0].float()
     return out
 
 
@@ -233,6 +234,8 @@ class PPOUpdate:
         i, hp = mb.index, self.hp
         outputs = self.policy.forward_sequence(self.obs[i], self.state0[i] if self.state0 is not None else None,
                                                self.is_init[i])
+        # The losses compute in float32 even when the policy ran under bf16 autocast (`trainer.precision`).
+        outputs = outputs.apply(lambda t: t.float() if t.is_floating_point() else t)
         batch = LossBatch(self, i, outputs, mb.weights, self.agent_steps)
         loss: Optional[Tensor] = None
         kl_stat = None

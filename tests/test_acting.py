@@ -85,3 +85,38 @@ def test_collected_rollouts_are_bitwise_unchanged():
         assert a["is_init"].any()  # episodes of 10 steps: the state is reset inside the rollout
         for key in ("action", "action_log_prob", "state_value", "recurrent_state", "observation"):
             assert torch.equal(a[key], b[key]), key
+
+
+def test_bf16_mixed_precision_acts_and_trains_in_float32_tensors(tmp_path):
+    """`trainer.precision=bf16-mixed` runs the acting step under the trainer's autocast too (so acting computes
+    as training does); what the rollout stores and what the optimizer updates is float32."""
+    import lightning as L
+
+    from metta_lightning.cli import main
+
+    cli = main(["--config", "configs/smoke.yaml", "--trainer.precision", "bf16-mixed", "--trainer.logger", "false",
+                "--model.policy", "models.Fast", "--model.policy.init_args",
+                '{"hidden_size": 32, "critic_hidden": 32, "actor_hidden": 32, "cnn_channels": 16}',
+                "--trainer.default_root_dir", str(tmp_path)], run=False, save_config_callback=None)
+    policy = cli.model.policy
+    steps, rollouts = [], []
+    step = policy.forward_step
+
+    def spy_step(obs, state, is_init):
+        out = step(obs, state, is_init)
+        steps.append((torch.is_autocast_enabled("cpu"), {v.dtype for v in out.values()}))
+        return out
+
+    class RolloutDtypes(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            rollouts.append({k: batch.data[k].dtype for k in ("action_log_prob", "state_value", "recurrent_state")})
+
+    policy.forward_step = spy_step
+    cli.trainer.callbacks.append(RolloutDtypes())
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert steps and all(autocast and torch.bfloat16 in dtypes for autocast, dtypes in steps)
+    assert rollouts and all(set(r.values()) == {torch.float32} for r in rollouts)
+    after = policy.state_dict()
+    assert all(v.dtype == torch.float32 for v in after.values() if v.is_floating_point())
+    assert any(not torch.equal(before[k], after[k]) for k in before)

@@ -307,3 +307,21 @@ def test_bad_input_is_shown_in_place(runs, browser, tmp_path, moto_s3, s3_bucket
         assert page.text_content("#runs tbody") == "no runs"
         page.close()
     assert not [e for e in errors if "favicon" not in e], errors
+
+
+def test_one_run_folder_and_a_database_held_open(runs):
+    """A run folder given alone finds its W&B log beside it (in the data dir), not the other run's; a
+    database that a writer holds open is still read (the dashboard reads a copy)."""
+    import duckdb
+
+    data = runs["data"]
+    writer = duckdb.connect(str(data / "runa" / "eval.duckdb"))  # as a training run's evaluation would
+    try:
+        with DashboardServer([str(data / "runa")]) as server:
+            api = get_json(server.url + "api/runs")
+            assert [r["name"] for r in api["runs"]] == ["runa"]
+            assert api["runs"][0]["logs"] == [runs["wandb"]] and api["runs"][0]["status"] == "finished"
+            card = get_json(server.url + "api/scorecard")
+            assert card["errors"] == [] and card["policies"] == ["runa:v1", "runa:v2"]
+    finally:
+        writer.close()

@@ -202,7 +202,8 @@ class DashboardData:
         runs: dict[str, Run] = {}
         rel = {posixpath.relpath(p, root) if not p == root else "": (p, info) for p, info in files.items()}
         # The source itself is one run folder when it holds checkpoints/ or eval.duckdb at its top.
-        single = any(r == "eval.duckdb" or r.startswith("checkpoints/") for r in rel)
+        single = any(r == "eval.duckdb" or r.startswith("checkpoints/")
+                     or (r.startswith("version_") and r.count("/") == 1 and r.endswith("/metrics.csv")) for r in rel)
         base_name = posixpath.basename(root.rstrip("/"))
 
         def run_for(name: str, folder: str) -> Run:

@@ -31,6 +31,21 @@ __all__ = ["Scorecard", "CrossPlay", "Rating", "analyze", "build_scorecard", "bu
            "main"]
 
 
+# Episodes played by more than one policy (cross-play).
+_MIXED = ("SELECT episode_id FROM agent_policies GROUP BY episode_id "
+          "HAVING COUNT(DISTINCT (policy_key, policy_version)) > 1")
+
+CROSSPLAY_REPLAYS_SQL = f"""
+WITH pol AS (SELECT DISTINCT episode_id, policy_key || ':v' || policy_version AS label FROM agent_policies
+             WHERE episode_id IN ({_MIXED}))
+SELECT DISTINCT a.label AS policy, b.label AS opponent, e.replay_url
+FROM pol a JOIN pol b ON a.episode_id = b.episode_id AND a.label <> b.label
+JOIN episodes e ON e.id = a.episode_id
+WHERE e.replay_url IS NOT NULL
+ORDER BY 3
+"""
+
+
 @dataclass
 class Scorecard:
     metric: str
@@ -77,7 +92,8 @@ def build_scorecard(db: StatsDB, metric: str = "reward") -> Scorecard:
     for r in suites:
         values[row[label(r)]][index[f"{r['suite']} (score)"]] = float(r["score"])
     for r in db.query("SELECT DISTINCT s.policy_key, s.policy_version, s.name, e.replay_url FROM episodes e "
-                      "JOIN simulations s ON s.id = e.simulation_id WHERE e.replay_url IS NOT NULL ORDER BY 4"):
+                      "JOIN simulations s ON s.id = e.simulation_id WHERE e.replay_url IS NOT NULL "
+                      f"AND e.id NOT IN ({_MIXED}) ORDER BY 4"):
         card.replays.setdefault((f"{r['policy_key']}:v{r['policy_version']}", r["name"]), []).append(r["replay_url"])
     card.crossplay = build_crossplay(db, metric)
     return card
@@ -109,6 +125,8 @@ class CrossPlay:
     """[i][j] = (wins, losses, draws) of i against j, by episode."""
     ratings: list[Rating]
     """Best first."""
+    replays: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    """(policy, opponent) -> replays of their matches."""
 
     def table(self) -> str:
         head = [f"policy vs ({self.metric})"] + self.policies
@@ -179,7 +197,10 @@ def build_crossplay(db: StatsDB, metric: str = "reward") -> CrossPlay | None:
         w, l_, d = record[i][j]
         record[i][j] = (w + int(r["wins"]), l_ + int(r["losses"]), d + int(r["draws"]))
     values = [[sums[i][j] / agents[i][j] if agents[i][j] else float("nan") for j in range(n)] for i in range(n)]
-    return CrossPlay(metric, policies, values, episodes, record, rate_matches(db.crossplay_teams(metric)))
+    cp = CrossPlay(metric, policies, values, episodes, record, rate_matches(db.crossplay_teams(metric)))
+    for r in db.query(CROSSPLAY_REPLAYS_SQL):
+        cp.replays.setdefault((r["policy"], r["opponent"]), []).append(r["replay_url"])
+    return cp
 
 
 def save_png(card: Scorecard, path: str) -> str:

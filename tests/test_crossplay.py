@@ -133,6 +133,9 @@ def test_npc_cross_play_records_both_policies(tmp_path):
         assert sims == [{"policy_key": "random", "name": "duel/room"}]  # one row per match, under the first
         attrs = db.query("SELECT DISTINCT value FROM episode_attributes WHERE attribute = 'crossplay.policies'")
         assert attrs == [{"value": '["random:v0", "noop:v0"]'}]
+        cp = build_crossplay(db)
+    # The match's replay belongs to the pair (both ways), not to a solo scorecard cell.
+    assert cp.replays[("random:v0", "noop:v0")] == cp.replays[("noop:v0", "random:v0")] == [str(replays[0])]
 
 
 def test_cross_play_bad_input(tmp_path, capsys):

@@ -180,7 +180,9 @@ def test_dashboard_in_chromium(runs, browser):
                 for r in xp:
                     label, opp = f"{r['policy_key']}:v{r['policy_version']}", f"{r['opponent_key']}:v{r['opponent_version']}"
                     cell = page.text_content(f'#crossplay tr[data-policy="{label}"] td[data-opponent="{opp}"]')
-                    assert cell.strip() == f"{r['score']:.3f}", (label, opp, cell)
+                    assert cell.strip().removesuffix("▶") == f"{r['score']:.3f}", (label, opp, cell)
+        xp_link = page.get_attribute('#crossplay tr[data-policy="runa:v2"] td[data-opponent="random:v0"] a.replay', "href")
+        assert "crossplay" in xp_link and "runa_v2_vs_random_v0" in xp_link  # that match's own replay
         rated = page.eval_on_selector_all("#ratings tbody tr", "rows => rows.map(r => r.dataset.policy)")
         assert set(rated) == {"runa:v1", "runa:v2", "random:v0"}
         # The checkpoints table carries each checkpoint's suite score.

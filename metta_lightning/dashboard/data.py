@@ -489,6 +489,8 @@ class DashboardData:
                     out["crossplay"] = {
                         "policies": cp.policies, "values": [[_finite(v) for v in row] for row in cp.values],
                         "episodes": cp.episodes, "record": cp.record,
+                        "replays": {f"{a}|{b}": [{"uri": u, "viewer": viewer_link(u)} for u in urls[:5]]
+                                    for (a, b), urls in cp.replays.items()},
                         "ratings": [{"policy": r.policy, "rating": r.rating, "mu": r.mu, "sigma": r.sigma,
                                      "matches": r.matches} for r in cp.ratings]}
         finally:

@@ -138,7 +138,9 @@
       cp.policies.map((p, i) => `<tr data-policy="${esc(p)}"><th>${esc(p)}</th>${cp.values[i].map((v, j) => {
         const [w, l, dr] = cp.record[i][j];
         const t = cp.episodes[i][j] ? `title="${cp.episodes[i][j]} episodes: ${w} won, ${l} lost, ${dr} drawn"` : "";
-        return `<td class="num" data-opponent="${esc(cp.policies[j])}" style="background:${color(v, clo, chi)}" ${t}>${v === null ? "&ndash;" : v.toFixed(3)}</td>`;
+        const urls = (cp.replays || {})[`${p}|${cp.policies[j]}`] || [];
+        const link = urls.length ? `<a class="replay" target="_blank" href="${esc(urls[0].viewer)}" title="${esc(urls[0].uri)}">&#9654;</a>` : "";
+        return `<td class="num" data-opponent="${esc(cp.policies[j])}" style="background:${color(v, clo, chi)}" ${t}>${v === null ? "&ndash;" : v.toFixed(3)}${link}</td>`;
       }).join("")}</tr>`).join("") + "</tbody>";
     $("ratings").innerHTML = `<thead><tr><th>policy</th><th>rating</th><th>mu</th><th>sigma</th><th>matches</th></tr></thead><tbody>` +
       cp.ratings.map((r) => `<tr data-policy="${esc(r.policy)}"><th>${esc(r.policy)}</th><td class="num rating">${r.rating.toFixed(2)}</td>

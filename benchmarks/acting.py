@@ -9,7 +9,8 @@ x 24 agents = 192 rows, rollouts of 128 steps):
   collects them (agent-steps/s), so what the policy gains is seen next to what the env and TorchRL cost.
 
 The baseline's `models/` package is read from git (`--baseline`, default the commit before the acting work) and
-imported beside the current one. Prints agent-steps/s of each and the ratios.
+imported beside the current one. Prints agent-steps per wall second and per CPU second of this process
+(steadier on a shared machine) of each, and the ratios.
 
     python benchmarks/acting.py                         # Fast, 3 rounds
     python benchmarks/acting.py --rounds 5 --baseline HEAD~3 --policy Fast
@@ -62,22 +63,25 @@ def arena_observations(game, num_envs: int, steps: int = 60) -> torch.Tensor:
     return torch.from_numpy(engine.observations.copy())
 
 
-def forward_rate(policy, obs: torch.Tensor, seconds: float) -> float:
-    """Agent-steps/s of `forward_step` without grad, after a warm-up."""
+def forward_rate(policy, obs: torch.Tensor, seconds: float) -> tuple[float, float]:
+    """Agent-steps per wall second and per CPU second of this process of `forward_step` without grad, after a
+    warm-up."""
     state = policy.initial_state(obs.shape[0]) if policy.is_recurrent else None
     is_init = torch.zeros(obs.shape[0], dtype=torch.bool)
     with torch.no_grad():
         for _ in range(5):
             policy.forward_step(obs, state, is_init)
-        calls, start = 0, time.perf_counter()
+        calls, start, cpu = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - start < seconds:
             policy.forward_step(obs, state, is_init)
             calls += 1
-    return calls * obs.shape[0] / (time.perf_counter() - start)
+    return (calls * obs.shape[0] / (time.perf_counter() - start),
+            calls * obs.shape[0] / (time.process_time() - cpu))
 
 
-def collect_rate(policy, game, num_envs: int, horizon: int, rollouts: int) -> float:
-    """Agent-steps/s of whole rollouts through the Collector (after one warm-up rollout)."""
+def collect_rate(policy, game, num_envs: int, horizon: int, rollouts: int) -> tuple[float, float]:
+    """Agent-steps per wall second and per CPU second of whole rollouts through the Collector (after one warm-up
+    rollout)."""
     from envs.torchrl_env import MettaGridEnv
     from metta_lightning.data import RolloutActor, make_collector
 
@@ -85,12 +89,13 @@ def collect_rate(policy, game, num_envs: int, horizon: int, rollouts: int) -> fl
     collector = make_collector(env, RolloutActor(policy), env.batch_size[0] * horizon, "cpu")
     it = iter(collector)
     next(it)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(rollouts):
         next(it)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     collector.shutdown()
-    return rollouts * env.batch_size[0] * horizon / seconds
+    frames = rollouts * env.batch_size[0] * horizon
+    return frames / seconds, frames / cpu_seconds
 
 
 def main() -> None:
@@ -123,15 +128,17 @@ def main() -> None:
                 rates[("forward", label)].append(forward_rate(policy, obs, args.seconds))
                 rates[("collect", label)].append(collect_rate(policy, game, args.num_envs, args.horizon,
                                                               args.rollouts))
-            print(f"round {r + 1}: " + ", ".join(f"{k[0]} {k[1]} {v[-1]:,.0f}" for k, v in rates.items()),
-                  flush=True)
+            print(f"round {r + 1} (per wall s / per CPU s): "
+                  + ", ".join(f"{k[0]} {k[1]} {v[-1][0]:,.0f} / {v[-1][1]:,.0f}" for k, v in rates.items()), flush=True)
 
     rows = args.num_envs * info.num_agents
     print(f"\n{args.policy}, {rows} rows, baseline {args.baseline}; median agent-steps/s of {args.rounds} rounds")
-    print("| path | baseline | now | ratio |\n|---|---|---|---|")
+    print("| path | clock | baseline | now | ratio |\n|---|---|---|---|---|")
     for what in ("forward", "collect"):
-        then_rate, now_rate = statistics.median(rates[(what, "then")]), statistics.median(rates[(what, "now")])
-        print(f"| {what} | {then_rate:,.0f} | {now_rate:,.0f} | **{now_rate / then_rate:.2f}x** |")
+        for i, clock in enumerate(("wall", "CPU")):
+            then_rate = statistics.median(r[i] for r in rates[(what, "then")])
+            now_rate = statistics.median(r[i] for r in rates[(what, "now")])
+            print(f"| {what} | per {clock} s | {then_rate:,.0f} | {now_rate:,.0f} | **{now_rate / then_rate:.2f}x** |")
 
 
 if __name__ == "__main__":

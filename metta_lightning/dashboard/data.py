@@ -18,6 +18,7 @@ carries `error` strings naming the file and the problem.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -262,6 +263,10 @@ class DashboardData:
             return ref.path
         key = re.sub(r"[^A-Za-z0-9._-]", "_", ref.uri)[-150:]
         local = os.path.join(self.cache_dir, f"{key}.{abs(hash(ref.stamp)):x}")
+        with self._lock:
+            return self._fetch(ref, key, local)
+
+    def _fetch(self, ref: FileRef, key: str, local: str) -> str:
         if not os.path.exists(local):
             tmp = local + ".part"
             if ref.source.remote:
@@ -269,6 +274,10 @@ class DashboardData:
             else:
                 shutil.copyfile(ref.path, tmp)
             os.replace(tmp, local)
+            for name in os.listdir(self.cache_dir):  # earlier versions of the file (a log that grows)
+                if re.fullmatch(re.escape(key) + r"\.[0-9a-f]+", name) and os.path.join(self.cache_dir, name) != local:
+                    with contextlib.suppress(OSError):
+                        os.remove(os.path.join(self.cache_dir, name))
         return local
 
     def _cached(self, kind: str, ref: FileRef, read: Callable[[str], Any]) -> Any:

@@ -31,6 +31,13 @@ def _default_db() -> str:
     return os.path.join(data_dir(), "eval", "eval.duckdb")
 
 
+def _agent_ids(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated agent ids, e.g. 0,2") from None
+
+
 def evaluate_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="metta_lightning evaluate",
@@ -52,7 +59,7 @@ def evaluate_main(argv: list[str]) -> int:
                              "`noop` are policies too); the scorecard adds the pairwise table and ratings")
     parser.add_argument("--share", type=float, default=0.5,
                         help="cross-play: share of each game's agents the first policy of a pair plays (default 0.5)")
-    parser.add_argument("--team", type=lambda v: [int(x) for x in v.split(",") if x.strip()], default=None,
+    parser.add_argument("--team", type=_agent_ids, default=None,
                         help="cross-play: comma-separated agent ids the first policy of a pair plays (instead of --share)")
     args = parser.parse_args(argv)
     if not 0 < args.share < 1:

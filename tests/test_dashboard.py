@@ -327,3 +327,19 @@ def test_one_run_folder_and_a_database_held_open(runs):
             assert card["errors"] == [] and card["policies"] == ["runa:v1", "runa:v2"]
     finally:
         writer.close()
+
+
+def test_command_line_errors(capsys, tmp_path):
+    import socket
+
+    from metta_lightning.commands import run_command
+
+    with pytest.raises(SystemExit) as e:
+        run_command(["dashboard", str(tmp_path), "--refresh", "0"])
+    assert e.value.code == 2 and "--refresh 0" in capsys.readouterr().err
+    with socket.socket() as taken:  # a port that is already in use: one line naming it, exit code 2
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert run_command(["dashboard", str(tmp_path), "--port", str(port), "--no-browser"]) == 2
+    assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err

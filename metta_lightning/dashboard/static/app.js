@@ -6,7 +6,7 @@
   const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
   const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
   const state = {refreshS: 5, runs: [], selected: new Set(), known: new Set(), metric: null, scoreMetric: "reward",
-                 chart: null, chartKey: "", curves: null, scorecard: null, loads: 0, timer: null};
+                 chart: null, chartKey: "", curves: null, scorecard: null, loads: 0, timer: null, busy: false};
 
   async function getJSON(url) {
     let resp;
@@ -162,6 +162,12 @@
 
   // ------------------------------------------------------------------------------------------ refresh
   async function refresh() {
+    if (state.busy) return;  // a slow source (a far bucket) must not pile refreshes up
+    state.busy = true;
+    try { await refreshAll(); } finally { state.busy = false; }
+  }
+
+  async function refreshAll() {
     try {
       renderRuns(await getJSON("api/runs"));
     } catch (e) {

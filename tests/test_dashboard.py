@@ -185,6 +185,13 @@ def test_dashboard_in_chromium(runs, browser):
         assert "crossplay" in xp_link and "runa_v2_vs_random_v0" in xp_link  # that match's own replay
         rated = page.eval_on_selector_all("#ratings tbody tr", "rows => rows.map(r => r.dataset.policy)")
         assert set(rated) == {"runa:v1", "runa:v2", "random:v0"}
+        from metta_lightning.scorecard import build_crossplay
+
+        with StatsDB(data / "runa" / "eval.duckdb", read_only=True) as db:  # the only database with matches
+            ratings = build_crossplay(db).ratings
+        assert rated == [r.policy for r in ratings]
+        for r in ratings:
+            assert page.text_content(f'#ratings tr[data-policy="{r.policy}"] .rating') == f"{r.rating:.2f}"
         # The checkpoints table carries each checkpoint's suite score.
         with StatsDB(data / "runa" / "eval.duckdb", read_only=True) as db:
             v2 = next(r["score"] for r in db.suite_scores() if r["policy_version"] == 2)

@@ -86,7 +86,13 @@ def test_bad_game_agent_and_policy(trained_policy, tmp_path, capsys):
     with pytest.raises(PlayError, match="agent must be an integer"):
         PlaySession(cfg, agent="1", game_label="game", replay_dir=str(tmp_path))
     # The same through the command line: a clear message and exit code 2, no traceback.
-    assert main([trained_policy, "--game", write_game(tmp_path), "--agent", "7", "--no-browser"]) == 2
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        assert main([trained_policy, "--game", write_game(tmp_path), "--agent", "7", "--no-browser"]) == 2
+    finally:
+        torch.set_num_threads(threads)
     err = capsys.readouterr().err
     assert "agent 7 out of range" in err and "Traceback" not in err
 
@@ -121,8 +127,12 @@ def test_play_command_serves_and_reports_a_busy_port(tmp_path, capsys):
     exits 2 with a clear message."""
     import urllib.request
 
+    import torch
+
     from metta_lightning.commands import run_command
     from metta_lightning.viewer.play import serve_play
+
+    threads = torch.get_num_threads()  # `play` sets the process's torch threads; give them back after
 
     with pytest.raises(SystemExit) as exit_info:
         run_command(["play", "--help"])
@@ -140,6 +150,7 @@ def test_play_command_serves_and_reports_a_busy_port(tmp_path, capsys):
         assert f"error: port {port} on 127.0.0.1 is in use" in err and "Traceback" not in err
     finally:
         server.stop()
+        torch.set_num_threads(threads)
 
 
 def _request(server, method: str, path: str, body: bytes | None = None, headers: dict | None = None):

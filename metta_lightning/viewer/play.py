@@ -547,9 +547,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port (default: any free port)")
     parser.add_argument("--no-browser", action="store_true", help="only print the URL")
     args = parser.parse_args(argv)
-    from ..threads import configure_torch_threads
+    if os.environ.get("METTA_TORCH_THREADS"):
+        from ..threads import configure_torch_threads
 
-    configure_torch_threads()
+        configure_torch_threads()
+    else:
+        import torch
+
+        # One game's batch (num_agents rows) acts fastest on one thread: measured 10.8 ms per arena step
+        # with one, 158 ms with two on a busy 2-core machine.
+        torch.set_num_threads(1)
     try:
         serve_play(args.policy, game=args.game, suite_sim=args.suite_sim, agent=args.agent, seed=args.seed,
                    others=args.others, host=args.host, port=args.port, replay_dir=args.replay_dir,

@@ -360,42 +360,45 @@ def run_match(policies: Sequence[torch.nn.Module], sim: SimulationConfig, name: 
                                   f"actions of policy {i} ({trained_on.action_names})")
         remaps.append(FeatureRemap.between(trained_on, env_info) if trained_on is not None else None)
 
-    device = _device_of(policies[0])
+    # Each policy acts on its own device with its own sampling stream (the first one's is the
+    # simulation's seed, as when one policy plays alone).
+    devices = [_device_of(p) for p in policies]
     num_envs = sim.num_envs or min(sim.num_episodes, 4)
     seed = sim.seed if seed is None else seed
     env = MettaGrid(cfg, num_envs=num_envs, seed=seed)
     seats = (np.zeros((num_envs, env.num_agents), dtype=np.int64) if len(policies) == 1
              else assign_agents(env.num_agents, num_envs, shares, team))
     flat_seats = seats.reshape(-1)
-    rows_of = [torch.from_numpy(np.flatnonzero(flat_seats == i)).to(device) for i in range(len(policies))]
+    rows_of = [torch.from_numpy(np.flatnonzero(flat_seats == i)) for i in range(len(policies))]
     recorder = None
     if replay_dir and replay_episodes > 0:
         recorder = env.record_replays(list(range(min(num_envs, replay_episodes))), str(replay_dir))
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gens = [torch.Generator(device=d).manual_seed(seed + i) for i, d in enumerate(devices)]
     was_training = [p.training for p in policies]
     for p in policies:
         p.eval()
     episodes: list[dict] = []
     start = time.perf_counter()
     timed_out = False
+    alone = len(policies) == 1
     try:
         with torch.inference_mode():
             obs = env.reset()
             rows = env.num_rows
-            states = [p.initial_state(len(r), device) if hasattr(p, "initial_state") else None
-                      for p, r in zip(policies, rows_of)]
-            is_init = torch.ones(rows, dtype=torch.bool, device=device)
-            actions = torch.zeros(rows, dtype=torch.int64, device=device)
+            states = [p.initial_state(len(r), d) if hasattr(p, "initial_state") else None
+                      for p, r, d in zip(policies, rows_of, devices)]
+            done = np.ones(rows, dtype=bool)
+            actions = np.zeros(rows, dtype=np.int32)
             while len(episodes) < sim.num_episodes:
                 if time.perf_counter() - start > sim.max_time_s:
                     timed_out = True
                     break
-                o = torch.from_numpy(obs).to(device)
-                for i, (policy, r) in enumerate(zip(policies, rows_of)):
-                    mine = o if len(policies) == 1 else o[r]
+                o, is_init = torch.from_numpy(obs), torch.from_numpy(done.copy())
+                for i, (policy, r, dev) in enumerate(zip(policies, rows_of, devices)):
+                    mine = (o if alone else o[r]).to(dev)
                     if remaps[i] is not None:
                         mine = remaps[i](mine)
-                    out = policy.forward_step(mine, states[i], is_init if len(policies) == 1 else is_init[r])
+                    out = policy.forward_step(mine, states[i], (is_init if alone else is_init[r]).to(dev))
                     logits, states[i] = out["logits"], out.get("state", None)
                     if "actions" in out.keys():  # a scripted policy picks its own actions
                         chosen = out["actions"]
@@ -403,14 +406,10 @@ def run_match(policies: Sequence[torch.nn.Module], sim: SimulationConfig, name: 
                         chosen = logits.argmax(-1)
                     else:
                         probs = torch.softmax(logits.float(), -1)
-                        chosen = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-                    if len(policies) == 1:
-                        actions = chosen
-                    else:
-                        actions[r] = chosen.to(actions.dtype)
-                obs, _, terms, truncs = env.step(actions.to(torch.int32).cpu().numpy())
+                        chosen = torch.multinomial(probs, 1, generator=gens[i]).squeeze(-1)
+                    actions[r.numpy()] = chosen.to(torch.int32).cpu().numpy()
+                obs, _, terms, truncs = env.step(actions)
                 done = np.logical_or(terms, truncs)
-                is_init = torch.from_numpy(done.copy()).to(device)
                 if done.any():
                     episodes.extend(env.episode_stats())
                     if recorder is not None and len(recorder.paths) >= replay_episodes:

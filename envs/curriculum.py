@@ -22,7 +22,6 @@ starts each game that is about to reset on a sampled task and reports finished e
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque

@@ -285,12 +285,14 @@ def test_resumed_curriculum_run_continues_the_straight_runs_task_sequence(tmp_pa
     assert "curriculum/score/max_steps=5" in header
 
 
-def test_bad_curriculum_fails_before_training(tmp_path):
+def test_bad_curriculum_fails_before_training(tmp_path, capsys):
     from tests.test_resume import fit
 
     bad = {"kind": "bucketed", "buckets": {"agent.rewards.ore_red": [0], "objects.altarr.initial_resource_count": [1]}}
     with pytest.raises((ValueError, SystemExit)) as info:
         fit(tmp_path, "bad", 1, "--data.curriculum", __import__("json").dumps(bad))
+    said = str(info.value) + capsys.readouterr().err
+    assert "'objects.altarr' does not exist in the game config" in said
     assert not (tmp_path / "bad" / "checkpoints").exists() or not list((tmp_path / "bad" / "checkpoints").iterdir())
 
 

@@ -129,7 +129,10 @@ def find_wandb_files(path: str, all_segments: bool = True) -> list[str]:
         return found
     run_file = os.path.realpath(found[0])  # latest-run is a link to the newest offline-run-* dir
     wandb_dir = os.path.dirname(os.path.dirname(run_file))
-    segments = sorted(glob.glob(os.path.join(wandb_dir, "*run-*", os.path.basename(run_file))))
+    # Oldest first by when each segment was last written (a segment is closed before the next one starts);
+    # the folder name alone is not enough: W&B suffixes a folder started within the same second ("-1").
+    segments = sorted(glob.glob(os.path.join(wandb_dir, "*run-*", os.path.basename(run_file))),
+                      key=lambda p: (os.path.getmtime(p), p))
     return segments if run_file in segments else found
 
 

@@ -207,7 +207,9 @@ def test_dashboard_in_chromium(runs, browser):
             csv.DictWriter(f, fieldnames=fields).writerow(extra)
         page.wait_for_function("(window.dashboard.chartPoints().runb || []).some(p => p[0] === 999999 && "
                                "Math.abs(p[1] - 0.777) < 1e-9)", timeout=30_000)
-        assert page.text_content('#runs tr[data-run="runb"] .agent-steps') == "999,999"
+        # The runs table refreshes on its own poll, maybe a beat after the chart.
+        page.wait_for_function("document.querySelector('#runs tr[data-run=\"runb\"] .agent-steps')"
+                               ".textContent === '999,999'", timeout=30_000)
 
         # A replay link opens the viewer (its own page, through its ?replay= interface) on that replay.
         link = page.get_attribute("#scorecard a.replay", "href")

@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import threading
 import time
-import webbrowser
 from pathlib import Path
 
 __all__ = ["create_app", "DashboardServer", "main", "STATIC_DIR"]
@@ -208,17 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 2
     print(f"Dashboard: {server.url}  (over {', '.join(folders)}; Ctrl-C to stop)", flush=True)
-    if not args.no_browser and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-                                or sys.platform in ("darwin", "win32")):
-        try:
-            webbrowser.open(server.url)
-        except Exception:  # noqa: BLE001 - the printed URL is enough
-            pass
-    try:
-        while server.thread.is_alive():
-            server.thread.join(timeout=0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    from ..viewer import open_in_browser, serve_until_interrupted
+
+    if not args.no_browser:
+        open_in_browser(server.url)
+    serve_until_interrupted(server)
     return 0

@@ -167,13 +167,7 @@ class ReplayServer:
     """Serves the viewer and `replays` on `host:port` (port 0 picks a free one) in a background thread."""
 
     def __init__(self, replays: list[str], host: str = "127.0.0.1", port: int = 0, verbose: bool = False):
-        try:
-            self.httpd = _Server((host, port), _Handler)
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                raise ReplayError(f"port {port} on {host} is in use (another server?); pick another with --port, "
-                                  "or --port 0 for any free one") from None
-            raise ReplayError(f"cannot listen on {host}:{port}: {e}") from None
+        self.httpd = bind_http_server(_Server, _Handler, host, port, ReplayError)
         self.httpd.replays = list(replays)
         self.httpd.verbose = verbose
         self.thread: threading.Thread | None = None
@@ -211,20 +205,42 @@ def serve(sources: Iterable[str], host: str = "127.0.0.1", port: int = 0, open_b
     url = server.url
     print(f"Replay viewer: {url}  ({len(replays)} replay{'s' if len(replays) != 1 else ''}; Ctrl-C to stop)",
           flush=True)
-    if open_browser and os.environ.get("DISPLAY", os.environ.get("WAYLAND_DISPLAY")) or (
-            open_browser and sys.platform in ("darwin", "win32")):
+    if open_browser:
+        open_in_browser(url)
+    if block:
+        serve_until_interrupted(server)
+    return server
+
+
+def bind_http_server(server_cls, handler_cls, host: str, port: int, error_cls: type[Exception]):
+    """`server_cls((host, port), handler_cls)`, or `error_cls` saying why not (a port in use names --port)."""
+    try:
+        return server_cls((host, port), handler_cls)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise error_cls(f"port {port} on {host} is in use (another server?); pick another with --port, "
+                            "or --port 0 for any free one") from None
+        raise error_cls(f"cannot listen on {host}:{port}: {e}") from None
+
+
+def open_in_browser(url: str) -> None:
+    """Open `url` in a browser where there is a display (elsewhere the printed URL is enough)."""
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform in ("darwin", "win32"):
         try:
             webbrowser.open(url)
         except Exception:  # noqa: BLE001 - printing the URL is enough
             pass
-    if block:
-        try:
-            server.thread.join()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.stop()
-    return server
+
+
+def serve_until_interrupted(server) -> None:
+    """Wait while `server.thread` runs (Ctrl-C ends the wait), then `server.stop()`."""
+    try:
+        while server.thread.is_alive():
+            server.thread.join(timeout=0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,13 +18,11 @@ keeps running, and reopening the URL resumes the same game.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
 import threading
 import time
-import webbrowser
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -32,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from . import ReplayError, _Handler, _Server
+from . import ReplayError, _Handler, _Server, bind_http_server, open_in_browser, serve_until_interrupted
 
 __all__ = ["PlayError", "PlaySession", "PlayServer", "key_map", "resolve_play_game", "serve_play", "main"]
 
@@ -440,13 +438,7 @@ class PlayServer:
 
     def __init__(self, session: PlaySession, host: str = "127.0.0.1", port: int = 0, verbose: bool = False,
                  tab_timeout: float = 5.0):
-        try:
-            self.httpd = _PlayHttpServer((host, port), _PlayHandler)
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                raise PlayError(f"port {port} on {host} is in use (another server?); pick another with --port, "
-                                "or --port 0 for any free one") from None
-            raise PlayError(f"cannot listen on {host}:{port}: {e}") from None
+        self.httpd = bind_http_server(_PlayHttpServer, _PlayHandler, host, port, PlayError)
         self.httpd.session = session
         self.httpd.replays = session.saved  # the episodes saved so far, served at replays/<i>
         self.httpd.verbose = verbose
@@ -507,19 +499,10 @@ def serve_play(policy: str | None = None, game: str | None = None, suite_sim: st
     who = session.policy.label if session.policy else f"no policy ({others} actions)"
     print(f"Play {label}: you are agent {agent} of {session.num_agents}; the others: {who}.\n"
           f"Open {url}  (Ctrl-C to stop; replays saved under {replay_dir})", flush=True)
-    if open_browser and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-                         or sys.platform in ("darwin", "win32")):
-        try:
-            webbrowser.open(url)
-        except Exception:  # noqa: BLE001 - the printed URL is enough
-            pass
+    if open_browser:
+        open_in_browser(url)
     if block:
-        try:
-            server.thread.join()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.stop()
+        serve_until_interrupted(server)
     return server
 
 

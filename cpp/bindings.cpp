@@ -207,6 +207,14 @@ class Engine {
     LockWithGil lock(mu_);
     env_.set_next_config(g, slot, task);
   }
+  void set_next_episode(int g, int episode) {
+    LockWithGil lock(mu_);
+    env_.set_next_episode(g, episode);
+  }
+  uint64_t seed() {
+    LockWithGil lock(mu_);
+    return env_.seed();
+  }
   int num_configs() {
     LockWithGil lock(mu_);
     return env_.num_configs();
@@ -358,6 +366,8 @@ PYBIND11_MODULE(_mettagrid, m) {
       .def("set_config", &Engine::set_config, py::arg("slot"), py::arg("spec"))
       .def("set_next_config", &Engine::set_next_config, py::arg("game"), py::arg("slot"), py::arg("task"))
       .def("game_config", &Engine::game_config, py::arg("game"))
+      .def("set_next_episode", &Engine::set_next_episode, py::arg("game"), py::arg("episode"))
+      .def_property_readonly("seed", &Engine::seed)
       .def_property_readonly("num_configs", &Engine::num_configs)
       .def("episode_stats", &Engine::episode_stats)
       .def("grid_objects", &Engine::grid_objects, py::arg("game") = 0, py::arg("dynamic_only") = false)

@@ -25,6 +25,8 @@ class MettaGrid:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self.config = config
+        self.configs: list[GameConfig] = [config]
+        """The config of each slot (slot 0: `config`; see `add_config`)."""
         self.auto_reset = bool(auto_reset)
         self._core = _mettagrid.Engine(config.engine_spec(), int(num_envs), int(seed))
         self.num_envs: int = self._core.num_envs
@@ -109,18 +111,31 @@ class MettaGrid:
     def add_config(self, config: GameConfig) -> int:
         """Register `config` for this batch; returns its slot (for `set_next_config`)."""
         self._check_compatible(config)
-        return self._core.add_config(config.engine_spec())
+        slot = self._core.add_config(config.engine_spec())
+        self.configs.append(config)
+        return slot
 
     def set_config(self, slot: int, config: GameConfig) -> None:
         """Put `config` in slot `slot` (>= 1) instead of its config; games already running the old one keep
         it until their next reset."""
         self._check_compatible(config)
         self._core.set_config(int(slot), config.engine_spec())
+        self.configs[int(slot)] = config
 
     def set_next_config(self, game: int, slot: int, task: int | None = None) -> None:
         """Game `game`'s next reset runs slot `slot`; its episodes carry `task` (default: the slot) in
         `episode_stats()` under "task" (and the slot under "config")."""
         self._core.set_next_config(int(game), int(slot), int(slot if task is None else task))
+
+    def set_next_episode(self, game: int, episode: int) -> None:
+        """Game `game`'s next reset (`reset_games`, auto-reset) starts episode `episode`: the map and the
+        agents' shuffled order are those of (seed, game, episode), so a replay's episode can be played again."""
+        self._core.set_next_episode(int(game), int(episode))
+
+    @property
+    def seed(self) -> int:
+        """The base seed every game's episodes derive from (the constructor's, or the last `reset(seed)`)."""
+        return self._core.seed
 
     def game_config(self, game: int = 0) -> tuple[int, int]:
         """(slot, task) that game `game`'s current episode runs."""

@@ -7,17 +7,21 @@ frozen, group, glyph; converters also recipe ({inputs, outputs} as [[item, count
 cooling_down.
 
 Optional header keys (older replays lack them; readers must not require them): `metadata` (free-form,
-e.g. {"policy": ..., "simulation": ..., "controlled_agent": ...}) and `complete` (false when the episode
-was saved before it ended, e.g. from `play`).
+e.g. {"policy": ..., "simulation": ..., "controlled_agent": ...}), `complete` (false when the episode
+was saved before it ended, e.g. from `play`), and `seed` and `first_step`: with `config`, `env` (the game's
+index in its batch) and `episode` they let `demonstration` play the episode again through the engine and
+recover what every agent observed (replays do not store observations: they would be ~100x larger).
 """
 
 from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
+import numpy as np
 
 REPLAY_VERSION = 1
 # Keys every replay carries (GAME.md); a file without them is some other JSON.
@@ -157,6 +161,7 @@ class ReplayRecorder:
     def _replay(self, g: int, rec: _Episode) -> dict[str, Any]:
         env = self.env
         height, width = env.map_size(g)
+        slot = env.game_config(g)[0]
         replay = {
             "version": REPLAY_VERSION,
             "action_names": env.action_names,
@@ -167,7 +172,9 @@ class ReplayRecorder:
             "max_steps": rec.last_step,
             "env": g,
             "episode": rec.episode,
-            "config": env.config.model_dump(mode="json"),
+            "seed": env.seed,
+            "first_step": rec.first_step,
+            "config": env.configs[slot].model_dump(mode="json"),
             "objects": rec.objects_json(),
             "complete": bool(env.games_done()[g]),
         }
@@ -210,3 +217,95 @@ def load(path_or_url: str) -> dict[str, Any]:
     if missing:
         raise ReplayError(f"{src}: not a MettaGrid replay: missing keys {', '.join(missing)}")
     return replay
+
+
+# ---------------------------------------------------------------------------------------------- demonstrations
+@dataclass
+class Demonstration:
+    """One recorded episode played again through the engine: what each agent saw and what it did next.
+
+    `obs[t, a]` is agent `a`'s observation before step `t + 1` and `actions[t, a]` the action it took from
+    it; `acted[t, a]` is False where the agent was frozen during that step (its action had no effect)."""
+
+    source: str
+    config: Any  # envs.GameConfig
+    obs: np.ndarray  # [T, A, tokens, 3] uint8
+    actions: np.ndarray  # [T, A] int64
+    acted: np.ndarray  # [T, A] bool
+
+
+def _is_changes(field: Any, value_is_list: bool) -> bool:
+    """Whether a replay field is a change list `[[step, value], ...]` rather than one constant value."""
+    if not isinstance(field, list) or not field:
+        return False
+    if not value_is_list:
+        return True
+    first = field[0]
+    return isinstance(first, list) and len(first) == 2 and isinstance(first[1], list)
+
+
+def _per_step(field: Any, steps: int, value_is_list: bool = False) -> list:
+    """A replay field's value at each step 0..steps-1."""
+    if not _is_changes(field, value_is_list):
+        return [field] * steps
+    out, i = [], 0
+    for step in range(steps):
+        while i + 1 < len(field) and field[i + 1][0] <= step:
+            i += 1
+        out.append(field[i][1])
+    return out
+
+
+def demonstration(replay: dict[str, Any], source: str = "replay") -> Demonstration:
+    """Play a replay's episode again through the engine, feeding every agent its recorded actions, and
+    return the observations it recovers with those actions (see `Demonstration`).
+
+    The game is rebuilt from the replay's config, seed, game index and episode, so its map and the agents'
+    shuffled order are the recorded ones; after every step the agents' positions and inventories are
+    compared with the replay. Raises `ReplayError` naming `source` for a replay that cannot be played again
+    (recorded before replays carried their seed, recorded from mid-episode, or one that diverges)."""
+    from .config import GameConfig
+    from .mettagrid import MettaGrid
+
+    missing = [k for k in ("seed", "first_step", "config", "env", "episode") if k not in replay]
+    if missing:
+        raise ReplayError(f"{source}: cannot be played again: it lacks {', '.join(missing)} (written before "
+                          f"replays carried their seed); record the episode again")
+    if replay["first_step"] != 0:
+        raise ReplayError(f"{source}: cannot be played again: its recording starts at step {replay['first_step']}, "
+                          f"not at the start of the episode")
+    config = GameConfig.model_validate(replay["config"])
+    game, steps = int(replay["env"]), int(replay["max_steps"])
+    agents = sorted((o for o in replay["objects"] if "agent_id" in o), key=lambda o: o["agent_id"])
+    num_agents = config.num_agents
+    if [o["agent_id"] for o in agents] != list(range(num_agents)):
+        raise ReplayError(f"{source}: expected agents 0..{num_agents - 1}, found ids {[o['agent_id'] for o in agents]}")
+    frames = steps + 1
+    actions = np.array([_per_step(o["action"], frames) for o in agents], dtype=np.int64).T  # [frames, A]
+    frozen = np.array([_per_step(o["frozen"], frames) for o in agents], dtype=np.int64).T
+    locations = [_per_step(o["location"], frames, value_is_list=True) for o in agents]
+    inventories = [_per_step(o["inventory"], frames, value_is_list=True) for o in agents]
+
+    env = MettaGrid(config, num_envs=game + 1, seed=int(replay["seed"]), auto_reset=False)
+    if replay["episode"] != 0:
+        env.set_next_episode(game, int(replay["episode"]))
+        env.reset_games(np.arange(game + 1) == game)
+    rows = slice(game * num_agents, (game + 1) * num_agents)
+    obs = np.empty((steps, num_agents, *env.obs_shape), dtype=np.uint8)
+    step_actions = np.zeros(env.num_rows, dtype=np.int32)
+    item_id = {name: i for i, name in enumerate(env.item_names)}
+    for t in range(steps):
+        obs[t] = env.observations[rows]
+        step_actions[rows] = actions[t + 1]
+        env.step(step_actions)
+        for o in env._core.grid_objects(game, True):  # the objects that can change
+            if o["layer"] != 0:
+                continue
+            a = o["agent_id"]
+            where = [o["col"], o["row"], o["layer"]]
+            held = sorted([item_id[k], v] for k, v in o["inventory"].items())
+            if where != list(locations[a][t + 1]) or held != sorted(map(list, inventories[a][t + 1])):
+                raise ReplayError(f"{source}: played again, step {t + 1} differs from the recording (agent {a}: "
+                                  f"at {where} holding {held}, recorded at {locations[a][t + 1]} holding "
+                                  f"{inventories[a][t + 1]}); was it written by another engine version?")
+    return Demonstration(source, config, obs, actions[1:], frozen[1:] == 0)

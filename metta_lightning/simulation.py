@@ -373,6 +373,7 @@ def run_match(policies: Sequence[torch.nn.Module], sim: SimulationConfig, name: 
     recorder = None
     if replay_dir and replay_episodes > 0:
         recorder = env.record_replays(list(range(min(num_envs, replay_episodes))), str(replay_dir))
+        recorder.metadata = {"mode": "evaluate", "suite": suite, "simulation": name}
     gens = [torch.Generator(device=d).manual_seed(seed + i) for i, d in enumerate(devices)]
     was_training = [p.training for p in policies]
     for p in policies:

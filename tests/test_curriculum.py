@@ -104,6 +104,22 @@ def test_a_finished_game_resets_into_a_new_config_without_rebuilding():
     assert [(e["env"], e["steps"]) for e in env.episode_stats()] == [(1, 10), (0, 6)]
 
 
+def test_a_replay_of_a_game_on_another_slot_carries_that_slots_config_and_plays_again(tmp_path):
+    from envs.replay import demonstration, load
+
+    other = small_arena(max_steps=4, **{"agent.rewards": {"heart": 1.0, "ore_red": 1.0}})
+    env = MettaGrid(small_arena(max_steps=10), num_envs=2, seed=1)
+    env.set_next_config(1, env.add_config(other))
+    recorder = env.record_replays([1], str(tmp_path))
+    rng = np.random.default_rng(0)
+    while len(recorder.paths) < 2:
+        env.step(rng.integers(0, env.num_actions, env.num_rows).astype(np.int32))
+    first, second = (load(p) for p in recorder.paths)
+    assert GameConfig.model_validate(first["config"]).max_steps == 10  # episode 0 ran slot 0
+    assert GameConfig.model_validate(second["config"]) == other and second["max_steps"] == 4
+    assert demonstration(second).obs.shape[0] == 4
+
+
 def test_incompatible_configs_are_refused_naming_what_differs():
     env = MettaGrid(small_arena(), num_envs=1)
     with pytest.raises(ValueError, match="agents per game"):

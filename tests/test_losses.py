@@ -253,3 +253,90 @@ def test_cli_rejects_an_unknown_loss_in_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "model.losses[1]: unknown loss 'contrastiv'" in proc.stderr.strip().splitlines()[-1]
+
+
+# ---------------------------------------------------------------------------------------------- imitation from replays
+def _record(game, directory, episodes=1, num_envs=2, seed=3, policy=None):
+    """Record `episodes` episodes of game 1 (actions: `policy(t, num_rows)`, default uniform random)."""
+    import numpy as np
+
+    from envs import MettaGrid
+
+    env = MettaGrid(game, num_envs=num_envs, seed=seed)
+    recorder = env.record_replays([1], str(directory))
+    rng = np.random.default_rng(seed)
+    seen = []
+    t = 0
+    while len(recorder.paths) < episodes:
+        if len(seen) < game.max_steps:
+            seen.append(env.observations[game.num_agents:2 * game.num_agents].copy())
+        act = policy(t, env.num_rows) if policy else rng.integers(0, env.num_actions, env.num_rows)
+        env.step(act)
+        t += 1
+    return recorder.paths, seen
+
+
+def test_a_replay_played_again_recovers_what_every_agent_observed(tmp_path):
+    from envs.replay import ReplayError, demonstration, load
+
+    env = api.Environment(num_agents=4, width=12, height=12, num_envs=1, game_overrides={"max_steps": 40})
+    paths, seen = _record(env.game, tmp_path, episodes=2)
+    demo = demonstration(load(paths[0]), paths[0])
+    assert demo.obs.shape == (40, 4, env.game.num_observation_tokens, 3)
+    assert all((demo.obs[t] == seen[t]).all() for t in range(40))
+    assert demonstration(load(paths[1])).obs.shape[0] == 40  # episode 1 starts from its own seed too
+    # a replay whose recorded actions were changed no longer reproduces the episode: the step is named
+    replay = load(paths[0])
+    agent = next(o for o in replay["objects"] if o.get("agent_id") == 0)
+    moves = agent["action"] if isinstance(agent["action"], list) else [[0, agent["action"]]]
+    agent["action"] = [[0, moves[0][1]], [1, (moves[-1][1] + 1) % len(replay["action_names"])]] + \
+        [[s, v] for s, v in moves if s > 1]
+    with pytest.raises(ReplayError, match="differs from the recording"):
+        demonstration(replay, "tampered")
+    old = {k: v for k, v in load(paths[0]).items() if k != "seed"}
+    with pytest.raises(ReplayError, match="lacks seed"):
+        demonstration(old, "old.json.z")
+
+
+def test_action_supervised_from_replays_trains_the_actor_and_imitates(tmp_path):
+    env = api.Environment(num_agents=4, width=12, height=12, num_envs=2, seed=0, game_overrides={"max_steps": 48})
+    # the demonstrator always takes action 3, which a fresh policy picks ~1/num_actions of the time
+    import numpy as np
+
+    _record(env.game, tmp_path, episodes=1, policy=lambda t, rows: np.full(rows, 3, dtype=np.int32))
+    losses = [{"name": "action_supervised", "args": {"replays": str(tmp_path)}}]
+    policy = api.make_policy("Fast", env, **FAST)
+    training = _training(losses, policy=policy, env=env)
+    grads = _grads_of_one_minibatch(training)
+    for prefix in ("encoder.", "lstm.", "actor."):
+        assert any(v for k, v in grads.items() if k.startswith(prefix)), prefix
+    assert not any(v for k, v in grads.items() if k.startswith("critic.")), "the critic is not imitated"
+    first = None
+    for _ in range(6):
+        training.rollout()
+        training.compute_advantages()
+        for mb in training.minibatches():
+            training.train_minibatch(mb)
+            training.optimize_step()
+        m = training.metrics()
+        first = first if first is not None else m["action_supervised/cross_entropy"]
+    assert m["action_supervised/accuracy"] > 0.9, m
+    assert m["action_supervised/cross_entropy"] < first
+    training.close()
+
+
+def test_action_supervised_replays_bad_input_is_named(tmp_path):
+    env = api.Environment(num_agents=4, width=12, height=12, num_envs=2, seed=0, game_overrides={"max_steps": 24})
+    policy = api.make_policy("Fast", env, **FAST)
+    with pytest.raises(LossError, match="no such replay file or folder"):
+        build_losses([{"name": "action_supervised", "args": {"replays": str(tmp_path / "nope")}}], env.env_info, policy)
+    with pytest.raises(LossError, match="exactly one of args.teacher_uri"):
+        build_losses([{"name": "action_supervised", "args": {"replays": "x", "teacher_uri": "y"}}], env.env_info, policy)
+    paths, _ = _record(env.game, tmp_path, episodes=1)
+    with pytest.raises(LossError, match=r"args.agents \[7\]"):
+        build_losses([{"name": "action_supervised", "args": {"replays": paths[0], "agents": [7]}}], env.env_info, policy)
+    other = api.Environment(num_agents=4, width=12, height=12, num_envs=1,
+                            game_overrides={"actions": {"attack": {"enabled": False}}})
+    with pytest.raises(LossError, match=r"replay .*game does not match.*actions differ"):
+        build_losses([{"name": "action_supervised", "args": {"replays": paths[0]}}], other.env_info,
+                     api.make_policy("Fast", other, **FAST))

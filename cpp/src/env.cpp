@@ -46,6 +46,13 @@ void BatchedEnv::set_next_config(int g, int slot, int64_t task) {
   next_task_[g] = task;
 }
 
+void BatchedEnv::set_next_episode(int g, int episode) {
+  if (g < 0 || g >= num_envs())
+    throw std::out_of_range("game " + std::to_string(g) + " out of range [0, " + std::to_string(num_envs()) + ")");
+  if (episode < 0) throw std::invalid_argument("episode must be >= 0, got " + std::to_string(episode));
+  next_episode_[g] = episode;
+}
+
 void BatchedEnv::set_buffers(uint8_t* obs, float* rewards, bool* terminals, bool* truncations) {
   obs_ = obs;
   rewards_ = rewards;

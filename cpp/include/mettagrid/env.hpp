@@ -34,6 +34,11 @@ class BatchedEnv {
   // Game g's next reset (reset_games, auto-reset, reset) builds and runs slot `slot`'s config; its
   // episodes then carry `task` (a caller's tag, e.g. a curriculum task id).
   void set_next_config(int g, int slot, int64_t task);
+  // Game g's next reset (reset_games, auto-reset; not reset(), which restarts every game at 0) starts
+  // episode `episode`: its map and shuffles are those of (seed, g, episode), so a recorded episode can be
+  // played again from its replay's seed, game and episode.
+  void set_next_episode(int g, int episode);
+  uint64_t seed() const { return seed_; }
   int num_configs() const { return static_cast<int>(configs_.size()); }
   const Rules& config(int slot) const { return *configs_.at(slot); }
 

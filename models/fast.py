@@ -167,8 +167,7 @@ class Fast(Policy):
         hc = (state * (~is_init).to(state.dtype).view(-1, 1, 1, 1)).permute(1, 2, 0, 3)  # [2, layers, B, H]
         core, (h, c) = self.lstm(x.unsqueeze(1), (hc[0].contiguous(), hc[1].contiguous()))
         core = core[:, 0]
-        values = self.critic(core).squeeze(-1)
-        logits = self.actor(core) @ (self.actor_bilinear @ self.action_embeddings.weight.T) + self.actor_bias
+        logits, values = self._heads(core)
         return policy_outputs(logits, values, torch.stack((h, c)).permute(2, 0, 1, 3).contiguous(), features=core)
 
     def forward_sequence(self, obs: Tensor, state: Tensor | None, is_init: Tensor) -> TensorDict:
@@ -182,6 +181,10 @@ class Fast(Policy):
         if state is None:
             state = self.initial_state(b, obs.device)
         core, state = lstm_with_resets(self.lstm, x, state, is_init)
-        values = self.critic(core).squeeze(-1)
-        logits = self.actor(core) @ (self.actor_bilinear @ self.action_embeddings.weight.T) + self.actor_bias
+        logits, values = self._heads(core)
         return policy_outputs(logits, values, state, features=core)
+
+    def _heads(self, core: Tensor) -> tuple[Tensor, Tensor]:
+        """Action logits (bilinear over the action embeddings) and the critic's value of LSTM outputs `core`."""
+        logits = self.actor(core) @ (self.actor_bilinear @ self.action_embeddings.weight.T) + self.actor_bias
+        return logits, self.critic(core).squeeze(-1)

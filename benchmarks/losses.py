@@ -1,8 +1,9 @@
 """Losses and optimizers on learn_small (and a short arena run): kickstarting speed-up and the variants table.
 
     python benchmarks/losses.py teacher  --out /tmp/losses-bench            # trains the learn_small teacher
-    python benchmarks/losses.py kickstart --out /tmp/losses-bench --epochs 4 --scratch-epochs 15 --seeds 0 1
+    python benchmarks/losses.py kickstart --out /tmp/losses-bench --epochs 3 --scratch-epochs 15 --seeds 0 1 [--coef 3]
     python benchmarks/losses.py table    --out /tmp/losses-bench --epochs 3 --seeds 0 1 [--game arena]
+    python benchmarks/losses.py imitate  --out /tmp/losses-bench --epochs 3 --seeds 0 1 --episodes 64
 
 Every run is `fit` in a subprocess (configs/learn_small.yaml plus overrides), read back from its CSV log
 (`overview/reward` against `overview/agent_steps`). Results are appended to <out>/results.jsonl; the
@@ -74,6 +75,20 @@ def run_fit(out: Path, name: str, seed: int, epochs: int, model: dict, data: dic
     return rows
 
 
+def record_teacher(teacher_uri: str, folder: Path, episodes: int) -> str:
+    """Replays of `episodes` episodes of the teacher playing learn_small's game (sampling, as in training)."""
+    sys.path.insert(0, str(ROOT))
+    from metta_lightning.simulation import run_suite
+
+    if len(list(folder.rglob("*.json.z"))) < episodes:
+        game = yaml.safe_load(open(ROOT / "configs" / "learn_small.yaml"))["data"]
+        suite = {"name": "teacher", "simulations": {"learn_small": {
+            "game": game["game"], "game_overrides": game["game_overrides"], "num_episodes": episodes,
+            "num_envs": episodes}}}
+        run_suite(teacher_uri, suite, replay_dir=str(folder), replay_episodes=episodes)
+    return str(folder)
+
+
 def final_reward(curve: list[tuple[int, float]], last: int = 5) -> float:
     """Mean reward of the last `last` logged rollouts."""
     tail = [r for _, r in curve[-last:]]
@@ -90,7 +105,7 @@ def steps_to(curve: list[tuple[int, float]], target: float, window: int = 3) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["teacher", "kickstart", "table"])
+    ap.add_argument("what", choices=["teacher", "kickstart", "table", "imitate"])
     ap.add_argument("--out", default="/tmp/losses-bench")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--scratch-epochs", type=int, default=None,
@@ -98,8 +113,10 @@ def main() -> None:
     ap.add_argument("--runs", nargs="+", choices=["scratch", "kickstart"], default=["scratch", "kickstart"],
                     help="kickstart: which of the two students to train")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--coef", type=float, default=3.0, help="kickstart: the kickstarter's starting coefficient")
     ap.add_argument("--game", choices=["learn_small", "arena"], default="learn_small")
     ap.add_argument("--variants", nargs="*", default=None)
+    ap.add_argument("--episodes", type=int, default=64, help="imitate: teacher episodes recorded as replays")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +130,7 @@ def main() -> None:
         target = 0.9 * final_reward(teacher["curve"])
         print(f"teacher reward {final_reward(teacher['curve']):.3f}; target (90%) {target:.3f}")
         for seed in args.seeds:
-            ks = {"policy": STUDENT, "losses": [{"name": "ppo"}, {"name": "kickstarter", "args": {
+            ks = {"policy": STUDENT, "losses": [{"name": "ppo"}, {"name": "kickstarter", "coef": args.coef, "args": {
                 "teacher_uri": teacher_uri, "anneal_agent_steps": 100_000}}]}
             for label, model, epochs in (("scratch", {"policy": STUDENT}, args.scratch_epochs or args.epochs),
                                          ("kickstart", ks, args.epochs)):
@@ -122,6 +139,18 @@ def main() -> None:
                 curve = run_fit(out, f"{label}-s{seed}", seed, epochs, model)
                 print(f"seed {seed} {label}: steps to 90% of teacher {steps_to(curve, target)}, "
                       f"final {final_reward(curve):.3f} ({curve[-1][0]} agent-steps)")
+        return
+    if args.what == "imitate":
+        teacher = json.loads([line for line in open(out / "results.jsonl") if '"name": "teacher"' in line][-1])
+        target = 0.9 * final_reward(teacher["curve"])
+        replays = record_teacher(teacher_uri, out / "teacher-replays", args.episodes)
+        print(f"teacher reward {final_reward(teacher['curve']):.3f}; target (90%) {target:.3f}; {replays}")
+        for seed in args.seeds:
+            model = {"policy": STUDENT, "losses": [{"name": "ppo"}, {"name": "action_supervised", "args": {
+                "replays": replays}}]}
+            curve = run_fit(out, f"imitate-s{seed}", seed, args.epochs, model)
+            print(f"seed {seed} imitate: steps to 90% of teacher {steps_to(curve, target)}, "
+                  f"final {final_reward(curve):.3f} ({curve[-1][0]} agent-steps)", flush=True)
         return
     data = ARENA if args.game == "arena" else None
     names = args.variants or list(VARIANTS)

@@ -16,19 +16,16 @@ teams), episodes in the order they were played; `rating` is its conservative est
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from .stats_db import StatsDB, StatsDBError, open_db
 
-__all__ = ["Scorecard", "CrossPlay", "Rating", "analyze", "build_scorecard", "build_crossplay", "rate_matches",
-           "main"]
+__all__ = ["Scorecard", "CrossPlay", "Rating", "analyze", "build_scorecard", "build_crossplay", "rate_matches"]
 
 
 # Episodes played by more than one policy (cross-play).
@@ -334,26 +331,3 @@ def analyze(db_uris: Sequence[str], metric: str = "reward", out_dir: str | None 
         print(card.table())
         print("".join(f"\nwrote {p}" for p in (png, page) if p))
     return card, {"png": png, "html": page}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("databases", nargs="+", help="stats databases (*.duckdb; paths or fsspec URLs), merged")
-    parser.add_argument("--metric", default="reward",
-                        help="agent metric to score (default: reward, the episode return; e.g. heart.gained)")
-    parser.add_argument("--out", default=None, help="folder for scorecard.png/.html (default: the first db's)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="metta_lightning analyze", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        analyze(args.databases, metric=args.metric, out_dir=args.out)
-    except StatsDBError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

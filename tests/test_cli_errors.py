@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
     (["fit", "--config", "configs/smoke.yaml", "--model.minibatch_size", "96"],
      "error: inconsistent PPO sizes: minibatch_size=96 does not divide the batch (8 rows x horizon 16"),
     (["evaluate", "no_such_run:v3", "--suite", "smoke"], "error: no_such_run:v3: checkpoint not found"),
+    (["replay", "x.json.z", "--port", "abc"], "error: --port abc: expected an integer"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, message):
     env = {"METTA_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "WANDB_MODE": "offline"}

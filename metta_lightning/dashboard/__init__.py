@@ -21,14 +21,12 @@ shown where its data would be; the server itself answers whatever the files hold
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import sys
 import threading
 import time
 from pathlib import Path
 
-__all__ = ["create_app", "DashboardServer", "main", "STATIC_DIR"]
+__all__ = ["create_app", "DashboardServer", "STATIC_DIR"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _VIEWER_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -180,35 +178,3 @@ class DashboardServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="metta_lightning dashboard",
-                                     description="Serve a local web dashboard over run folders.")
-    parser.add_argument("folders", nargs="*", default=None,
-                        help="run folders or folders of runs, paths or fsspec URIs (default: $METTA_DATA_DIR, "
-                             "else ./train_dir)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8050, help="port (default 8050; 0: any free port)")
-    parser.add_argument("--refresh", type=float, default=5.0, help="seconds between the page's refreshes")
-    parser.add_argument("--no-browser", action="store_true", help="only print the URL")
-    args = parser.parse_args(argv)
-    if args.refresh <= 0:
-        parser.error(f"--refresh {args.refresh}: must be > 0")
-    folders = args.folders
-    if not folders:
-        from ..checkpoint import data_dir
-
-        folders = [data_dir()]
-    try:
-        server = DashboardServer(folders, host=args.host, port=args.port, refresh_s=args.refresh).start()
-    except OSError as e:
-        print(f"error: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
-        return 2
-    print(f"Dashboard: {server.url}  (over {', '.join(folders)}; Ctrl-C to stop)", flush=True)
-    from ..viewer import open_in_browser, serve_until_interrupted
-
-    if not args.no_browser:
-        open_in_browser(server.url)
-    serve_until_interrupted(server)
-    return 0

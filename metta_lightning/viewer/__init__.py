@@ -14,7 +14,6 @@ allows cross-origin reads.
 
 from __future__ import annotations
 
-import argparse
 import errno
 import json
 import os
@@ -243,20 +242,8 @@ def serve_until_interrupted(server) -> None:
         server.stop()
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("replays", nargs="+", help="replay files (*.json.z) or folders of them; paths or fsspec URLs")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=0, help="port (default: any free port)")
-    parser.add_argument("--no-browser", action="store_true", help="only print the URL")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="metta_lightning replay", description="Serve the replay viewer locally.")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        serve(args.replays, host=args.host, port=args.port, open_browser=not args.no_browser)
-    except ReplayError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    """`python -m metta_lightning.viewer ...`: the `replay` command (`metta_lightning.commands.replay`)."""
+    from ..commands import run_command
+
+    return run_command(["replay", *(sys.argv[1:] if argv is None else argv)])

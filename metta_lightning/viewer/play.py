@@ -17,7 +17,6 @@ keeps running, and reopening the URL resumes the same game.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from . import ReplayError, _Handler, _Server, bind_http_server, open_in_browser, serve_until_interrupted
+from . import _Handler, _Server, bind_http_server, open_in_browser, serve_until_interrupted
 
 __all__ = ["PlayError", "PlaySession", "PlayServer", "key_map", "resolve_play_game", "serve_play", "main"]
 
@@ -507,44 +506,7 @@ def serve_play(policy: str | None = None, game: str | None = None, suite_sim: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="metta_lightning play",
-        description="Play one agent from the browser while a policy plays the others (keys shown on the page).")
-    parser.add_argument("policy", nargs="?", default=None,
-                        help="policy URI for the other agents (artifact, <dir>/:latest, run name); "
-                             "omit to have them noop (or --others random)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--game", default=None,
-                       help="preset (arena_basic, arena_combat, arena_basic_easy_shaped, arena), or a YAML/JSON "
-                            "file of GameConfig fields or of {game: <preset>, game_overrides: {...}} "
-                            "(default arena_basic)")
-    where.add_argument("--suite-sim", default=None, help="a simulation of an evaluation suite, e.g. arena/basic")
-    parser.add_argument("--agent", type=int, default=0, help="the agent you control (default 0)")
-    parser.add_argument("--others", choices=("noop", "random"), default="noop",
-                        help="what the other agents do when no policy is given")
-    parser.add_argument("--seed", type=int, default=0, help="game seed (maps and the policy's sampling)")
-    parser.add_argument("--max-steps", type=int, default=None, help="episode length (default: the game's)")
-    parser.add_argument("--deterministic", action="store_true", help="the policy takes argmax actions")
-    parser.add_argument("--replay-dir", default="play_replays", help="where saved episodes go (any fsspec URL)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=0, help="port (default: any free port)")
-    parser.add_argument("--no-browser", action="store_true", help="only print the URL")
-    args = parser.parse_args(argv)
-    if os.environ.get("METTA_TORCH_THREADS"):
-        from ..threads import configure_torch_threads
+    """The `play` command (`metta_lightning.commands.play`)."""
+    from ..commands import run_command
 
-        configure_torch_threads()
-    else:
-        import torch
-
-        # One game's batch (num_agents rows) acts fastest on one thread: measured 10.8 ms per arena step
-        # with one, 158 ms with two on a busy 2-core machine.
-        torch.set_num_threads(1)
-    try:
-        serve_play(args.policy, game=args.game, suite_sim=args.suite_sim, agent=args.agent, seed=args.seed,
-                   others=args.others, host=args.host, port=args.port, replay_dir=args.replay_dir,
-                   max_steps=args.max_steps, open_browser=not args.no_browser, deterministic=args.deterministic)
-    except (PlayError, ReplayError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(["play", *(sys.argv[1:] if argv is None else argv)])

@@ -1,23 +1,15 @@
 """The subcommands beside `fit` that are not Lightning runs: `evaluate`, `analyze`, `replay`, `curves`, `play`,
 `dashboard`.
 
-    python -m metta_lightning evaluate <policy-uri> [<policy-uri> ...] --suite arena --db eval.duckdb
-    python -m metta_lightning evaluate <policy-uri> <policy-uri | random | noop> ... --cross-play [--share 0.5]
-    python -m metta_lightning analyze eval.duckdb [more.duckdb ...] [--metric heart.gained] [--out DIR]
-    python -m metta_lightning replay <replay.json.z | folder | URL> [--port 8000] [--no-browser]
-    python -m metta_lightning curves <wandb run dir | CSV log dir> [-o curve.png] [-m env_agent/heart.gained]
-    python -m metta_lightning dashboard [<run folder | data dir | fsspec URI> ...] [--port 8050]
-    python -m metta_lightning play [<policy-uri>] [--game arena_basic | --suite-sim arena/basic] [--agent 0]
-
-Each command is one function below: its signature and docstring are the command line. jsonargparse builds
-the parser from them (types, defaults, the `Args:` help), as LightningCLI does for `fit`, with the
-conventions these commands had before: options spelled with dashes (`--replay-dir`), a bool parameter is a
-flag (`--no-browser`), a list parameter is given by repeating its option (`-m a -m b`), and the positional
-parameter takes space-separated values (`evaluate A B`). A function returns the exit code: 2 for bad input,
-with one line on stderr. `metta_lightning.cli.main` hands argv to `run_command` when its first word is one
-of `COMMANDS`. Policy URIs are anything `metta_lightning.checkpoint.load_policy` takes:
-`<dir>/<run>:v<N>.mpt`, `<dir>/:latest`, a run name (`<run>`, `<run>:v<N>`, under `$METTA_DATA_DIR`),
-`s3://...`, `file://...`.
+Each command is one function below: its signature and docstring are the command line (`python -m
+metta_lightning <command> --help`). jsonargparse builds the parser from them (types, defaults, the `Args:`
+help), as LightningCLI does for `fit`, with the conventions these commands always had: options spelled with
+dashes (`--replay-dir`), a bool parameter is a flag (`--no-browser`), a list parameter is given by repeating
+its option (`-m a -m b`), and the positional parameter takes space-separated values (`evaluate A B`). A
+function returns the exit code: 2 for bad input, with one line on stderr. `metta_lightning.cli.main` hands
+argv to `run_command` when its first word is one of `COMMANDS`. Policy URIs are anything
+`metta_lightning.checkpoint.load_policy` takes: `<dir>/<run>:v<N>.mpt`, `<dir>/:latest`, a run name (`<run>`,
+`<run>:v<N>`, under `$METTA_DATA_DIR`), `s3://...`, `file://...`.
 """
 
 from __future__ import annotations
@@ -268,11 +260,9 @@ def _expected(hint) -> str:
 
 class _Parser(ArgumentParser):
     """jsonargparse's parser whose errors are one line naming the option as typed: `--port abc: expected an
-    integer` instead of its `Parser key "port":` paragraph."""
+    integer` instead of its `Parser key "port":` paragraph. `hints`: the parameters' types."""
 
-    def __init__(self, hints: dict, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.hints = hints
+    hints: dict = {}
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         key = re.match(r'Parser key "([^"]+)":', message)
@@ -290,7 +280,8 @@ def command_parser(name: str) -> ArgumentParser:
     hints.pop("return", None)
     doc = docstring_parser.parse(command.function.__doc__)
     helps = {p.arg_name: " ".join(p.description.split()) for p in doc.params}
-    parser = _Parser(hints, prog=f"python -m metta_lightning {name}", description=doc.description)
+    parser = _Parser(prog=f"python -m metta_lightning {name}", description=doc.description)
+    parser.hints = hints
     parameters = inspect.signature(command.function).parameters
     positional, *options = parameters
     default = {} if parameters[positional].default is inspect.Parameter.empty else {"default": None}

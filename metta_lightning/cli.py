@@ -35,7 +35,7 @@ from callbacks.progress import RLProgress
 
 from .commands import COMMANDS, run_command
 from .data import RolloutDataModule
-from .loggers import WandbLogger
+from .loggers import WandbLogger, with_csv_beside_wandb
 from .module import PPOModule
 
 __all__ = ["MettaCLI", "main"]
@@ -51,7 +51,7 @@ TOP_LEVEL_EPILOG = """commands beside fit (not Lightning runs; each has its own 
   replay    REPLAY | FOLDER | URL [--port 8000] [--no-browser]
                   open a replay in the browser viewer
   curves    RUN_DIR [-o curve.png] [-m env_agent/heart.gained]
-                  plot learning curves from a W&B offline run or a CSV log
+                  plot learning curves from a run's metrics.csv
   play      [POLICY_URI] [--game arena_basic | --suite-sim arena/basic] [--agent 0]
                   control one agent from the browser while the policy plays the others
   dashboard [DIR_OR_URI...] [--port 8050]
@@ -152,6 +152,8 @@ class MettaCLI(LightningCLI):
         if config.get("enable_progress_bar") is not False and not any(
                 isinstance(c, ProgressBar) for c in [*given, *callbacks]):
             callbacks = [*callbacks, RLProgress()]
+        # A run that logs to W&B also writes <run folder>/metrics.csv, which `curves` and the dashboard read.
+        config = {**config, "logger": with_csv_beside_wandb(config.get("logger"), config["default_root_dir"])}
         return super()._instantiate_trainer(config, callbacks)
 
     def before_fit(self) -> None:

@@ -1,17 +1,17 @@
 """Learning curves as PNG from a run's logs, for people without a dashboard.
 
-Reads either a CSV logger's ``metrics.csv`` or a W&B run written offline (the ``run-<id>.wandb`` file
-in ``wandb/offline-run-*``), then plots the chosen metrics against agent steps (or the global step).
+Reads the run's ``metrics.csv``: the CSV log written beside W&B in the run folder
+(``metta_lightning.loggers.with_csv_beside_wandb``), or a CSV logger's own, then plots the chosen metrics
+against agent steps (or the logging step).
 
-    python -m metta_lightning.curves train_dir/wandb/latest-run -o curve.png
-    python -m metta_lightning.curves train_dir/csv/version_0 --metric overview/reward --metric losses/value_loss
+    python -m metta_lightning curves train_dir/arena -o curve.png
+    python -m metta_lightning curves train_dir/smoke/version_0 --metric overview/reward --metric losses/value_loss
+
+A path into W&B's offline logs (``train_dir/wandb/latest-run``, an ``offline-run-*`` folder, the
+``wandb`` folder or its parent) is followed to the ``metrics.csv`` beside that W&B run: the run folder
+whose ``hparams.yaml`` names its run id. W&B's own files are not read.
 
 ``main(argv)`` is the ``curves`` subcommand hook for the CLI dispatch.
-
-The W&B SDK no longer ships a Python reader for its transaction log (``wandb.sdk.internal.datastore`` is
-gone in wandb 0.2x/0.3x and ``wandb.Api`` only reads synced runs), so :func:`read_wandb_records` reads
-the file format directly: a 7-byte header (``:W&B``, magic 0xBEE1, version 0) then LevelDB-log records in
-32 KiB blocks (crc32c:4, length:2, type:1 FULL/FIRST/MIDDLE/LAST), each payload a ``wandb.proto`` Record.
 """
 
 from __future__ import annotations
@@ -19,130 +19,47 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
-import json
 import math
 import os
-import struct
-from collections.abc import Iterator
+import re
 from typing import Optional, Sequence
 
 DEFAULT_METRICS = ("overview/reward", "env_agent/heart.gained", "overview/sps")
-X_CANDIDATES = ("overview/agent_steps", "metric/agent_step", "agent_steps", "trainer/global_step", "step", "_step")
-
-_BLOCK = 32768
-_HEADER = 7
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+X_CANDIDATES = ("overview/agent_steps", "metric/agent_step", "agent_steps", "trainer/global_step", "step")
 
 History = dict[str, list[tuple[float, float]]]
 
-
-# ---------------------------------------------------------------------------------------------- W&B reading
-def read_wandb_records(path: str) -> Iterator["object"]:
-    """Yield the ``wandb_internal_pb2.Record`` messages of a ``.wandb`` transaction log."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:4] != b":W&B":
-        raise ValueError(f"{path} is not a W&B transaction log (bad header {data[:4]!r})")
-    pos, pending = _HEADER, b""
-    while pos + _HEADER <= len(data):
-        left_in_block = _BLOCK - pos % _BLOCK
-        if left_in_block < _HEADER:  # block trailer padding
-            pos += left_in_block
-            continue
-        _crc, length, rtype = struct.unpack_from("<IHB", data, pos)
-        pos += _HEADER
-        if rtype == 0 and length == 0:  # zero padding up to the block end
-            pos += _BLOCK - pos % _BLOCK if pos % _BLOCK else 0
-            continue
-        chunk = data[pos:pos + length]
-        pos += length
-        if len(chunk) < length:
-            break  # truncated tail of a run that is still being written
-        if rtype == _FULL:
-            pending = chunk
-        elif rtype == _FIRST:
-            pending = chunk
-            continue
-        elif rtype == _MIDDLE:
-            pending += chunk
-            continue
-        elif rtype == _LAST:
-            pending += chunk
-        else:
-            raise ValueError(f"{path}: unknown record type {rtype} at byte {pos - length - _HEADER}")
-        rec = pb.Record()
-        rec.ParseFromString(pending)
-        pending = b""
-        yield rec
+_EXPECTED = ("a run folder holding metrics.csv, a CSV logger folder (version_*/metrics.csv), a metrics.csv file, "
+             "or a W&B run folder whose run wrote metrics.csv beside it")
 
 
-def _item_key(item) -> str:
-    return item.key or "/".join(item.nested_key)
+# ---------------------------------------------------------------------------------------------- finding the CSV
+def find_csv_files(path: str, all_segments: bool = True) -> list[str]:
+    """The ``metrics.csv`` files of the run at ``path``, oldest first.
 
-
-def read_wandb_run(path: str) -> dict:
-    """Summarise one ``.wandb`` file: ``{"run_id", "project", "name", "history": [row dicts], "summary",
-    "config", "exit_code"}`` (``exit_code`` None while the run has not ended)."""
-    run_id, project, name, exit_code, rows, summary, config = None, None, None, None, [], {}, {}
-    for rec in read_wandb_records(path):
-        kind = rec.WhichOneof("record_type")
-        if kind == "exit":
-            exit_code = int(rec.exit.exit_code)
-        elif kind == "run":
-            run_id, project, name = rec.run.run_id, rec.run.project, rec.run.display_name or None
-            for item in rec.run.config.update:
-                config[_item_key(item)] = json.loads(item.value_json)
-        elif kind == "history":
-            row = {_item_key(item): json.loads(item.value_json) for item in rec.history.item}
-            if rec.history.HasField("step"):
-                row.setdefault("_step", rec.history.step.num)
-            rows.append(row)
-        elif kind == "summary":
-            for item in rec.summary.update:
-                summary[_item_key(item)] = json.loads(item.value_json)
-        elif kind == "config":
-            for item in rec.config.update:
-                config[_item_key(item)] = json.loads(item.value_json)
-    return {"run_id": run_id, "project": project, "name": name, "history": rows, "summary": summary,
-            "config": config, "exit_code": exit_code}
-
-
-def find_wandb_files(path: str, all_segments: bool = True) -> list[str]:
-    """The ``.wandb`` files of a run, oldest first. ``path`` may be the file, an ``offline-run-*`` dir (or
-    ``latest-run``), or a ``wandb`` dir / its parent (then the latest run). A resumed run continues its W&B
-    run id in a new ``offline-run-*`` dir: with ``all_segments`` every dir of that id is taken, so the
-    curve covers the whole run, not only the part after the last resume."""
+    ``path`` may be the file, a folder holding it (a run folder, a CSV logger's version folder), a CSV
+    logger's root (every ``version_*`` of it, one per fit of Lightning's own ``CSVLogger``: all of them
+    with ``all_segments``, else the newest), or a path into W&B's offline logs (see the module's doc).
+    Raises ``FileNotFoundError`` naming ``path`` and what was expected when none is found.
+    """
     if os.path.isfile(path):
-        found = [path]
-    else:
-        found = sorted(glob.glob(os.path.join(path, "*.wandb")))
-        if not found:
-            wandb_dir = path if os.path.basename(os.path.normpath(path)) == "wandb" else os.path.join(path, "wandb")
-            if not glob.glob(os.path.join(wandb_dir, "*run-*", "run-*.wandb")):
-                return []
-            latest = os.path.join(wandb_dir, "latest-run")
-            found = sorted(glob.glob(os.path.join(latest, "run-*.wandb"))) if os.path.isdir(latest) else []
-            found = found or sorted(glob.glob(os.path.join(wandb_dir, "*run-*", "run-*.wandb")))[-1:]
-    if not all_segments:
-        return found
-    run_file = os.path.realpath(found[0])  # latest-run is a link to the newest offline-run-* dir
-    wandb_dir = os.path.dirname(os.path.dirname(run_file))
-    # Oldest first by when each segment was last written (a segment is closed before the next one starts);
-    # the folder name alone is not enough: W&B suffixes a folder started within the same second ("-1").
-    segments = sorted(glob.glob(os.path.join(wandb_dir, "*run-*", os.path.basename(run_file))),
-                      key=lambda p: (os.path.getmtime(p), p))
-    return segments if run_file in segments else found
-
-
-# ---------------------------------------------------------------------------------------------- CSV reading
-def find_csv_files(path: str) -> list[str]:
-    """``metrics.csv`` files under ``path`` (a file, a version dir, or a logger root), oldest version first."""
-    if os.path.isfile(path):
+        if path.endswith(".wandb"):
+            return [_csv_beside_wandb(os.path.dirname(path), path)]
+        if not path.endswith(".csv"):
+            raise FileNotFoundError(f"{path}: not a metrics.csv (expected {_EXPECTED})")
         return [path]
-    found = sorted(glob.glob(os.path.join(path, "**", "metrics.csv"), recursive=True), key=_version_key)
-    return found
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such file or folder (expected {_EXPECTED})")
+    own = os.path.join(path, "metrics.csv")
+    if os.path.isfile(own):
+        return [own]
+    versions = sorted(glob.glob(os.path.join(path, "version_*", "metrics.csv")), key=_version_key)
+    if versions:
+        return versions if all_segments else versions[-1:]
+    wandb_dir = _wandb_dir_of(path)
+    if wandb_dir is not None:
+        return [_csv_beside_wandb(wandb_dir, path)]
+    raise FileNotFoundError(f"{path}: no metrics.csv found (expected {_EXPECTED})")
 
 
 def _version_key(p: str):
@@ -150,18 +67,60 @@ def _version_key(p: str):
     return (0, int(v.split("_")[-1])) if v.startswith("version_") and v.split("_")[-1].isdigit() else (1, v)
 
 
+def _wandb_dir_of(path: str) -> Optional[str]:
+    """The W&B run folder that ``path`` names (itself, ``latest-run``, or the newest run of a ``wandb``
+    folder or of its parent), or None when ``path`` is not in W&B's offline logs."""
+    path = os.path.realpath(path)  # latest-run is a link to the newest run folder
+    if glob.glob(os.path.join(path, "run-*.wandb")):
+        return path
+    for wandb_dir in (path, os.path.join(path, "wandb")):
+        if os.path.basename(wandb_dir) == "wandb" and os.path.isdir(wandb_dir):
+            runs = glob.glob(os.path.join(wandb_dir, "*run-*", "run-*.wandb"))
+            if runs:
+                latest = os.path.join(wandb_dir, "latest-run")
+                return os.path.realpath(latest) if os.path.isdir(latest) else \
+                    os.path.dirname(max(runs, key=os.path.getmtime))
+    return None
+
+
+def _csv_beside_wandb(run_dir: str, given: str) -> str:
+    """The ``metrics.csv`` written beside the W&B run in ``run_dir`` (``.../wandb/offline-run-<time>-<id>``):
+    the one in a run folder of the W&B save dir (or of ``$METTA_DATA_DIR``) whose ``hparams.yaml`` names the
+    run id (``metta_lightning.loggers.WANDB_RUN_ID_KEY``)."""
+    from .checkpoint import data_dir
+    from .loggers import WANDB_RUN_ID_KEY
+
+    files = glob.glob(os.path.join(run_dir, "run-*.wandb"))
+    run_id = os.path.basename(files[0])[len("run-"):-len(".wandb")] if files else None
+    save_dir = os.path.dirname(os.path.dirname(os.path.realpath(run_dir)))
+    if run_id:
+        line = re.compile(rf"^{re.escape(WANDB_RUN_ID_KEY)}: ['\"]?{re.escape(run_id)}['\"]?\s*$", re.M)
+        for parent in dict.fromkeys([save_dir, os.path.realpath(data_dir())]):
+            for hparams in sorted(glob.glob(os.path.join(parent, "*", "hparams.yaml"))):
+                csv_path = os.path.join(os.path.dirname(hparams), "metrics.csv")
+                try:
+                    with open(hparams) as f:
+                        found = line.search(f.read())
+                except OSError:
+                    continue
+                if found and os.path.isfile(csv_path):
+                    return csv_path
+    raise FileNotFoundError(
+        f"{given}: W&B run {run_id or '(unknown id)'} has no metrics.csv beside it (expected a run folder in "
+        f"{save_dir} whose hparams.yaml has {WANDB_RUN_ID_KEY}: {run_id}, as runs started by "
+        f"`python -m metta_lightning fit` with W&B write; W&B's own files are not read): give the run folder or "
+        "its metrics.csv")
+
+
+# ---------------------------------------------------------------------------------------------- reading
 def read_csv_rows(path: str) -> list[dict]:
-    """The rows of a CSV logger's ``metrics.csv``, numeric cells as floats (empty cells left out)."""
-    return _read_csv_rows(path)
-
-
-def _read_csv_rows(path: str) -> list[dict]:
+    """The rows of a ``metrics.csv``, numeric cells as floats (empty and other cells left out)."""
     rows = []
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             parsed = {}
             for k, v in row.items():
-                if v in ("", None):
+                if v in ("", None) or k is None:
                     continue
                 try:
                     parsed[k] = float(v)
@@ -171,22 +130,12 @@ def _read_csv_rows(path: str) -> list[dict]:
     return rows
 
 
-# ---------------------------------------------------------------------------------------------- history
 def load_rows(path: str, all_segments: bool = True) -> tuple[list[dict], str]:
-    """All logged rows of the run at ``path`` and the source kind (``"wandb"`` or ``"csv"``)."""
-    wb = find_wandb_files(path, all_segments) if not path.endswith(".csv") else []
-    if wb:
-        rows: list[dict] = []
-        for f in wb:
-            rows.extend(read_wandb_run(f)["history"])
-        return rows, "wandb"
-    csvs = find_csv_files(path)
-    if csvs:
-        rows = []
-        for f in csvs:
-            rows.extend(_read_csv_rows(f))
-        return rows, "csv"
-    raise FileNotFoundError(f"no W&B run (*.wandb) or metrics.csv found at {path}")
+    """All logged rows of the run at ``path`` (see :func:`find_csv_files`) and the source kind (``"csv"``)."""
+    rows: list[dict] = []
+    for f in find_csv_files(path, all_segments):
+        rows.extend(read_csv_rows(f))
+    return rows, "csv"
 
 
 def load_history(path: str, metrics: Sequence[str] = DEFAULT_METRICS, x_key: Optional[str] = None,
@@ -201,7 +150,7 @@ def load_history(path: str, metrics: Sequence[str] = DEFAULT_METRICS, x_key: Opt
 
 
 def history_from_rows(rows: Sequence[dict], metrics: Sequence[str], x_key: Optional[str] = None) -> tuple[History, str]:
-    """:func:`load_history` on rows already read (W&B history rows or CSV rows, in logging order)."""
+    """:func:`load_history` on rows already read (in logging order)."""
     if x_key is None:
         present = set().union(*rows) if rows else set()
         x_key = next((k for k in X_CANDIDATES if k in present), None) or "_row"
@@ -230,12 +179,13 @@ def plot_learning_curve(
     """Draw the learning curve of the run at ``path`` into a PNG and return its path.
 
     Args:
-        path: a W&B offline run (file or dir), a ``wandb`` dir, a ``metrics.csv`` or a CSV logger dir.
+        path: a run folder, a ``metrics.csv``, a CSV logger folder, or a path into W&B's offline logs
+            (followed to the ``metrics.csv`` beside that run); see :func:`find_csv_files`.
         out_png: output file; default ``<run dir>/learning_curve.png``.
         metrics: metric names, one panel each; metrics absent from the logs are skipped.
-        x_key: x-axis metric; default agent steps if logged, else the global step.
+        x_key: x-axis metric; default agent steps if logged, else the logging step.
         smooth: moving-average window (in logged points) applied to each curve.
-        all_segments: a W&B run resumed one or more times is drawn whole (False: only the given segment).
+        all_segments: a CSV logger root with one ``version_*`` per fit is drawn whole (False: the newest).
     """
     import matplotlib
 

@@ -8,6 +8,7 @@ paths from it, so none needs to find another:
     <run folder>/eval.duckdb                         EvaluateCallback's database
     <run folder>/replays/<run>/v<N>/...              its replays
     <run folder>/traces/trace_epoch<E>_rank<R>.json  TorchProfiler
+    <run folder>/metrics.csv, hparams.yaml           the CSV log beside W&B (`loggers.with_csv_beside_wandb`)
     <remote prefix>/<the same relative paths>        UploadCallback copies the folder
 
 A Trainer built without the CLI owns `default_root_dir` the same way (Lightning's default is the

@@ -1,4 +1,5 @@
-"""The dashboard over two real smoke runs (one logging to W&B offline, one to CSV) and their evaluation
+"""The dashboard over two real smoke runs (one logging to W&B offline, with the CSV log beside it; one to a CSV
+logger) and their evaluation
 databases, driven in real headless Chromium (Debian's `chromium`, through Playwright): the runs are
 listed, the curves drawn are the logged points, the scorecard shows the databases' numbers, a replay link
 opens the viewer, and the page follows a log that grows. Bad input (an empty folder, a damaged DuckDB file,
@@ -22,6 +23,7 @@ import yaml
 from metta_lightning import curves
 from metta_lightning.cli import main
 from metta_lightning.dashboard import DashboardServer
+from metta_lightning.loggers import EXIT_CODE_KEY
 from metta_lightning.stats_db import StatsDB
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -43,21 +45,11 @@ def smoke_run(data: Path, run: str, logger: list[str], epochs: int, rollouts: in
     main(["fit", "--config", str(ROOT / "configs" / "smoke.yaml"), "--config", str(path), "--run", run, *logger])
 
 
-def wait_wandb_exit(data: Path, timeout: float = 30.0) -> str:
-    """wandb-core may still be writing the log when fit returns: wait for its exit record."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        files = curves.find_wandb_files(str(data / "wandb"))
-        if files and curves.read_wandb_run(files[-1])["exit_code"] is not None:
-            return files[-1]
-        time.sleep(0.2)
-    raise AssertionError("W&B log not flushed")
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """`runa` (W&B offline, 2 epochs x 2 rollouts, also played against the random NPC at each evaluation)
-    and `runb` (CSV, 1 epoch x 3 rollouts) in one data dir, each with checkpoints, eval.duckdb and replays."""
+    """`runa` (W&B offline and the CSV log beside it, 2 epochs x 2 rollouts, also played against the random NPC
+    at each evaluation) and `runb` (CSV logger, 1 epoch x 3 rollouts) in one data dir, each with checkpoints,
+    eval.duckdb and replays."""
     data = tmp_path_factory.mktemp("dash") / "train_dir"
     data.mkdir()
     with pytest.MonkeyPatch.context() as mp:
@@ -68,12 +60,17 @@ def runs(tmp_path_factory):
                   epochs=2, rollouts=2, opponents=["random"])
         import wandb
 
-        wandb.finish()  # in a process of its own, exiting would end the W&B run (and write its exit record)
+        wandb.finish()  # in a process of its own, exiting would end the W&B run
         smoke_run(data, "runb", ["--trainer.logger.init_args.save_dir", str(data),
                                  "--trainer.logger.init_args.name", "runb"], epochs=1, rollouts=3, opponents=[])
-    wandb_file = wait_wandb_exit(data)
+    assert list((data / "wandb").glob("offline-run-*"))  # W&B logged too
     csv_file = next((data / "runb").rglob("metrics.csv"))
-    return {"data": data, "wandb": wandb_file, "csv": csv_file}
+    return {"data": data, "wandb_csv": data / "runa" / "metrics.csv", "csv": csv_file}
+
+
+def csv_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def logged_points(rows: list[dict], metric: str) -> list[list[float]]:
@@ -125,22 +122,21 @@ def test_dashboard_in_chromium(runs, browser):
         # The runs, with what their logs and folders say.
         names = page.eval_on_selector_all("#runs tbody tr", "rows => rows.map(r => r.dataset.run)")
         assert names == ["runa", "runb"]
-        wb = curves.read_wandb_run(runs["wandb"])
-        assert wb["name"] == "runa" and wb["exit_code"] == 0
-        assert page.text_content('#runs tr[data-run="runa"] .status') == "finished"  # W&B's exit record
-        last_steps = [r["overview/agent_steps"] for r in wb["history"] if "overview/agent_steps" in r][-1]
+        wb = curves.read_csv_rows(str(runs["wandb_csv"]))
+        assert wb[-1][EXIT_CODE_KEY] == 0
+        assert page.text_content('#runs tr[data-run="runa"] .status') == "finished"  # the log's exit row
+        last_steps = [r["overview/agent_steps"] for r in wb if "overview/agent_steps" in r][-1]
         assert page.text_content('#runs tr[data-run="runa"] .agent-steps').replace(",", "") == f"{last_steps:.0f}"
         assert "runa:v2.mpt" in page.text_content('#runs tr[data-run="runa"]')
         assert "runb:v1.mpt" in page.text_content('#runs tr[data-run="runb"]')
 
-        # The curves drawn are the logged points: W&B history for runa, the CSV file for runb.
+        # The curves drawn are the logged points: the CSV beside W&B for runa, the CSV logger's for runb.
         assert page.evaluate("window.dashboard.metric") == "overview/reward"
         page.wait_for_function("Object.keys(window.dashboard.chartPoints()).length == 2")
         drawn = page.evaluate("window.dashboard.chartPoints()")
-        with open(runs["csv"], newline="") as f:
-            csv_rows = list(csv.DictReader(f))
-        expect_b = logged_points(csv_rows, "overview/reward")
-        expect_a = logged_points(wb["history"], "overview/reward")
+        rows_b = csv_rows(runs["csv"])
+        expect_b = logged_points(rows_b, "overview/reward")
+        expect_a = logged_points(csv_rows(runs["wandb_csv"]), "overview/reward")
         assert len(expect_a) >= 2 and len(expect_b) >= 2  # (a rollout with no finished episode logs no reward)
         assert same_points(drawn["runa"], expect_a) and same_points(drawn["runb"], expect_b)
         # ... and really painted: the plot canvas has pixels in both runs' colours.
@@ -200,7 +196,7 @@ def test_dashboard_in_chromium(runs, browser):
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
         # The page follows a run that is still logging: a new CSV row shows up at the next refresh.
-        fields = list(csv_rows[0])
+        fields = list(rows_b[0])
         extra = {k: "" for k in fields}
         extra.update({"overview/agent_steps": "999999", "overview/reward": "0.777", "step": "99"})
         with open(runs["csv"], "a", newline="") as f:
@@ -255,10 +251,8 @@ def test_bad_input_is_shown_in_place(runs, browser, tmp_path, moto_s3, s3_bucket
     (bad / "broken" / "version_0").mkdir()
     (bad / "broken" / "version_0" / "metrics.csv").write_bytes(b"\x00\x01\x02garbage\x00\n\x00\xff")
     shutil.copytree(data / "runb", bad / "runb")  # a good run beside the broken one
-    fs = moto_s3.fs()  # runa's folder and its W&B log, as UploadCallback and `wandb` would leave them
+    fs = moto_s3.fs()  # runa's folder with its CSV log, as UploadCallback would leave it
     fs.put(str(data / "runa"), f"{s3_bucket}/metta/runa", recursive=True)
-    wandb_file = Path(runs["wandb"])
-    fs.put_file(str(wandb_file), f"{s3_bucket}/metta/wandb/{wandb_file.parent.name}/{wandb_file.name}")
     sources = [str(empty), str(bad), f"s3://{s3_bucket}/metta"]
 
     errors: list[str] = []
@@ -270,10 +264,10 @@ def test_bad_input_is_shown_in_place(runs, browser, tmp_path, moto_s3, s3_bucket
         broken = next(r for r in api["runs"] if r["name"] == "broken")
         remote = next(r for r in api["runs"] if r["name"] == "runa")
         assert remote["status"] == "finished" and remote["last_checkpoint"] == "runa:v2.mpt"
-        # The W&B log read from the bucket gives the same curve as the local file.
+        # The log read from the bucket gives the same curve as the local file.
         remote_curve = get_json(server.url + "api/curves?metric=overview/reward&run=" + urllib.request.quote(remote["id"]))
-        wb = curves.read_wandb_run(runs["wandb"])
-        assert same_points(remote_curve["runs"][0]["points"], logged_points(wb["history"], "overview/reward"))
+        expect = logged_points(csv_rows(runs["wandb_csv"]), "overview/reward")
+        assert same_points(remote_curve["runs"][0]["points"], expect)
         card = get_json(server.url + "api/scorecard")
         bad_db = [e for e in card["errors"] if e["uri"] == str(bad / "broken" / "eval.duckdb")]
         assert len(bad_db) == 1 and "eval.duckdb" in bad_db[0]["error"]
@@ -321,8 +315,8 @@ def test_bad_input_is_shown_in_place(runs, browser, tmp_path, moto_s3, s3_bucket
 
 
 def test_one_run_folder_and_a_database_held_open(runs):
-    """A run folder given alone finds its W&B log beside it (in the data dir), not the other run's; a
-    database that a writer holds open is still read (the dashboard reads a copy)."""
+    """A run folder given alone finds its own log (the CSV beside W&B), not the other run's; a database that a
+    writer holds open is still read (the dashboard reads a copy)."""
     import duckdb
 
     data = runs["data"]
@@ -331,7 +325,7 @@ def test_one_run_folder_and_a_database_held_open(runs):
         with DashboardServer([str(data / "runa")]) as server:
             api = get_json(server.url + "api/runs")
             assert [r["name"] for r in api["runs"]] == ["runa"]
-            assert api["runs"][0]["logs"] == [runs["wandb"]] and api["runs"][0]["status"] == "finished"
+            assert api["runs"][0]["logs"] == [str(runs["wandb_csv"])] and api["runs"][0]["status"] == "finished"
             card = get_json(server.url + "api/scorecard")
             assert card["errors"] == [] and card["policies"] == ["runa:v1", "runa:v2"]
     finally:

@@ -1,9 +1,10 @@
-"""Logging: W&B offline run readable from its files, expected keys, run id kept across a resume; CSV + curves."""
+"""Logging: a W&B offline run with its CSV log beside it, expected keys, run id and one CSV history kept across
+a resume (also after a kill mid-write); curves from the CSV, a W&B path followed to it."""
 
+import csv
 import glob
 import os
 import re
-import time
 
 import lightning as L
 import pytest
@@ -14,7 +15,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from metta_lightning import curves
 from callbacks.logger_run_id import LoggerRunId
 from lightning.pytorch.loggers import CSVLogger
-from metta_lightning.loggers import WandbLogger, resolve_wandb_mode
+from metta_lightning.loggers import (EXIT_CODE_KEY, CSVLogger as ContinuingCSVLogger, WandbLogger,
+                                     resolve_wandb_mode, with_csv_beside_wandb)
 
 
 def run_id_from_checkpoint(path: str) -> str | None:
@@ -61,18 +63,6 @@ class TinyRL(L.LightningModule):
         self.agent_steps = checkpoint["agent_steps"]
 
 
-def _wait_flushed(path, timeout=20.0):
-    """wandb-core may still be writing the transaction log when finish() returns: wait for its exit record."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        files = curves.find_wandb_files(str(path))
-        if files and all(any(r.WhichOneof("record_type") == "exit" for r in curves.read_wandb_records(f))
-                         for f in files):
-            return files
-        time.sleep(0.1)
-    raise AssertionError(f"W&B run under {path} not flushed after {timeout}s")
-
-
 def _trainer(tmp_path, logger, max_epochs, ckpt_dir):
     return L.Trainer(max_epochs=max_epochs, logger=logger, accelerator="cpu", devices=1, log_every_n_steps=1,
                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
@@ -110,53 +100,74 @@ def test_empty_wandb_mode_means_unset(tmp_path, monkeypatch):
     logger.experiment.finish()
 
 
-def test_wandb_offline_run_and_resume_keep_run_id(tmp_path):
-    save_dir, ckpt_dir = tmp_path / "logs", tmp_path / "ckpt"
+def test_wandb_offline_run_and_resume_keep_run_id_and_csv_history(tmp_path):
+    save_dir, ckpt_dir, run_folder = tmp_path / "logs", tmp_path / "ckpt", tmp_path / "logs" / "run"
     logger = WandbLogger(project="test", save_dir=str(save_dir))
     assert logger.mode == "offline"
-    _trainer(tmp_path, logger, 2, ckpt_dir).fit(TinyRL())
+    loggers = with_csv_beside_wandb(logger, str(run_folder))  # as the CLI composes them
+    assert loggers[0] is logger and isinstance(loggers[1], ContinuingCSVLogger)
+    _trainer(tmp_path, loggers, 2, ckpt_dir).fit(TinyRL())
     run_id = logger.experiment.id
     logger.experiment.finish()
 
-    # The offline run directory exists and its transaction log is readable; the expected keys are there.
-    files = _wait_flushed(save_dir)
-    assert len(files) == 1 and "offline-run-" in files[0] and files[0].endswith(f"run-{run_id}.wandb")
-    run = curves.read_wandb_run(files[0])
-    assert run["run_id"] == run_id and run["project"] == "test"
-    keys = set().union(*run["history"])
-    for key in ("overview/sps", "overview/reward", "env_agent/heart.gained", "losses/policy_loss",
-                "trainer/global_step"):
+    # The offline run directory exists; the CSV beside it has the expected keys and names the W&B run.
+    run_dirs = glob.glob(str(save_dir / "wandb" / "offline-run-*"))
+    assert len(run_dirs) == 1 and re.search(rf"-{run_id}$", run_dirs[0]), run_dirs
+    metrics_csv = run_folder / "metrics.csv"
+    rows = curves.read_csv_rows(str(metrics_csv))
+    keys = set().union(*rows)
+    for key in ("overview/sps", "overview/reward", "env_agent/heart.gained", "losses/policy_loss", "step"):
         assert key in keys, key
-    assert [r["overview/agent_steps"] for r in run["history"] if "overview/agent_steps" in r][-1] == 6 * 64
+    assert [r["overview/agent_steps"] for r in rows if "overview/agent_steps" in r][-1] == 6 * 64
+    assert rows[-1] == {"step": rows[-2]["step"], EXIT_CODE_KEY: 0.0}  # fit ended normally
+    assert f"wandb_run_id: {run_id}" in (run_folder / "hparams.yaml").read_text()
 
     # The checkpoint holds the run id ...
     last = str(ckpt_dir / "last.ckpt")
     assert run_id_from_checkpoint(last) == run_id
 
-    # ... and a resumed fit with a fresh logger continues the same W&B run.
+    # ... and a resumed fit with fresh loggers continues the same W&B run and the same CSV history.
     logger2 = WandbLogger(project="test", save_dir=str(save_dir))
     model2 = TinyRL()
-    _trainer(tmp_path, logger2, 4, ckpt_dir).fit(model2, ckpt_path=last)
+    _trainer(tmp_path, with_csv_beside_wandb(logger2, str(run_folder)), 4, ckpt_dir).fit(model2, ckpt_path=last)
     assert logger2.experiment.id == run_id
     logger2.experiment.finish()
-    _wait_flushed(save_dir)
     assert model2.agent_steps == 12 * 64
     run_dirs = sorted(glob.glob(str(save_dir / "wandb" / "offline-run-*")))
     # no leftover run with another id (W&B adds "-1" to a segment's folder that starts within the same second)
-    assert all(re.search(rf"-{run_id}(-\d+)?$", d) for d in run_dirs), run_dirs
-    pieces = curves.find_wandb_files(str(save_dir))
-    assert len(pieces) == 2
-    # `curves train_dir/wandb/latest-run` (the newest segment's dir) draws the whole run too, by default
+    assert len(run_dirs) == 2 and all(re.search(rf"-{run_id}(-\d+)?$", d) for d in run_dirs), run_dirs
+    text = metrics_csv.read_text()
+    assert text.count("overview/reward") == 1  # one header
+    assert sorted(os.listdir(run_folder)) == ["hparams.yaml", "metrics.csv"]
+    # `curves` on the run folder, the CSV, or W&B's latest-run / run folder / save dir: the whole run
     latest = save_dir / "wandb" / "latest-run"
-    assert curves.find_wandb_files(str(latest)) == pieces
-    assert curves.find_wandb_files(str(pieces[1])) == pieces
-    assert curves.find_wandb_files(str(latest), all_segments=False) == [str(latest / os.path.basename(pieces[1]))]
-    whole, _ = curves.load_history(str(latest), ["overview/reward"])
-    assert [x for x, _ in whole["overview/reward"]] == [64.0 * i for i in range(1, 13)]
-    hist, x_key = curves.load_history(str(save_dir), ["overview/reward"])
-    assert x_key == "overview/agent_steps"
-    assert [x for x, _ in hist["overview/reward"]] == [64.0 * i for i in range(1, 13)]
+    for path in (run_folder, metrics_csv, latest, run_dirs[0], save_dir):
+        hist, x_key = curves.load_history(str(path), ["overview/reward"])
+        assert x_key == "overview/agent_steps"
+        assert [x for x, _ in hist["overview/reward"]] == [64.0 * i for i in range(1, 13)], path
     assert run_id_from_checkpoint(str(ckpt_dir / "last.ckpt")) == run_id
+
+
+def test_csv_log_continues_after_a_kill_mid_write(tmp_path):
+    """A resumed run appends to the same metrics.csv: earlier rows kept, a line cut short by a kill dropped,
+    one header, new columns added to it."""
+    logger = ContinuingCSVLogger(str(tmp_path))
+    logger.log_metrics({"a": 1.0}, step=0)
+    logger.log_metrics({"a": 2.0}, step=1)
+    logger.save()
+    path = tmp_path / "metrics.csv"
+    with open(path, "a") as f:
+        f.write("3.0,")  # the process was killed here
+    resumed = ContinuingCSVLogger(str(tmp_path))
+    resumed.log_metrics({"a": 3.0}, step=2)
+    resumed.save()
+    resumed.log_metrics({"a": 4.0, "b": 5.0}, step=3)
+    resumed.finalize("failed")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert path.read_text().splitlines()[0] == f"{EXIT_CODE_KEY},a,b,step"
+    assert [(r["step"], r["a"], r["b"], r[EXIT_CODE_KEY]) for r in rows] == [
+        ("0", "1.0", "", ""), ("1", "2.0", "", ""), ("2", "3.0", "", ""), ("3", "4.0", "5.0", ""), ("3", "", "", "1")]
 
 
 def test_csv_logger_from_factory_and_curves_png(tmp_path):
@@ -169,20 +180,23 @@ def test_csv_logger_from_factory_and_curves_png(tmp_path):
     png = tmp_path / "curve.png"
     assert curves.main([logger.log_dir, "-o", str(png), "-m", "overview/reward", "-m", "losses/policy_loss"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_curves_from_wandb_offline_run(tmp_path):
-    run = wandb.init(project="p", dir=str(tmp_path), mode="offline")
-    for i in range(5):
-        run.log({"overview/reward": float(i), "overview/agent_steps": 100.0 * (i + 1)})
-    run.finish()
-    _wait_flushed(tmp_path)
-    out = curves.plot_learning_curve(str(tmp_path), str(tmp_path / "c.png"), ["overview/reward", "missing/key"])
+    out = curves.plot_learning_curve(logger.log_dir, str(tmp_path / "c.png"), ["overview/reward", "missing/key"])
     assert os.path.getsize(out) > 1000
-    hist, _ = curves.load_history(str(tmp_path), ["overview/reward"])
-    assert hist["overview/reward"] == [(100.0 * (i + 1), float(i)) for i in range(5)]
     with pytest.raises(ValueError):
-        curves.plot_learning_curve(str(tmp_path), str(tmp_path / "d.png"), ["missing/key"])
+        curves.plot_learning_curve(logger.log_dir, str(tmp_path / "d.png"), ["missing/key"])
+
+
+def test_curves_of_a_path_without_csv_says_what_it_expected(tmp_path):
+    """A folder with no metrics.csv, and a W&B run with no CSV log beside it: one error naming the path."""
+    expected = re.escape(str(tmp_path)) + ".*expected a run folder holding metrics.csv"
+    with pytest.raises(FileNotFoundError, match=expected):
+        curves.load_history(str(tmp_path))
+    run = wandb.init(project="p", dir=str(tmp_path), mode="offline")
+    run.log({"overview/reward": 1.0})
+    run.finish()
+    latest = tmp_path / "wandb" / "latest-run"
+    with pytest.raises(FileNotFoundError, match=f"{re.escape(str(latest))}: W&B run {run.id} has no metrics.csv"):
+        curves.load_history(str(latest))
 
 
 def test_wandb_closing_lines_have_no_colour_codes_in_a_log_file(tmp_path):
@@ -199,3 +213,6 @@ def test_wandb_closing_lines_have_no_colour_codes_in_a_log_file(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout + proc.stderr
     assert "wandb: wandb sync " in out and "\x1b[" not in out
+    # The CLI wrote the CSV log beside W&B, in the run folder (named after the W&B project, "metta").
+    rows = curves.read_csv_rows(str(tmp_path / "metta" / "metrics.csv"))
+    assert any("overview/sps" in r for r in rows) and rows[-1][EXIT_CODE_KEY] == 0

@@ -5,12 +5,12 @@ A source is a folder (local path or fsspec URL): either one run folder (`<data d
 
     <run>/checkpoints/<run>:v<N>.mpt          checkpoints (PolicyCheckpoint)
     <run>/eval.duckdb                         evaluation databases (EvaluateCallback, `evaluate --db`)
-    <run>/**/metrics.csv                      CSV logs (CSVLogger with save_dir = the data dir, name = the run)
-    wandb/*run-*/run-<id>.wandb               W&B offline logs, matched to a run by the W&B run's name
-                                              (the data dir's, or the run folder's parent's)
+    <run>/metrics.csv                         the CSV log written beside W&B (`loggers.with_csv_beside_wandb`)
+    <run>/version_<N>/metrics.csv             a CSV logger's (CSVLogger with save_dir = the data dir, name = the run)
 
-Files are read only when their size or modification time changed (remote ones copied to a local cache
-first); a W&B log that is still being written is read up to its last whole record. Each DuckDB file is
+W&B's own offline files are not read. Files are read only when their size or modification time changed
+(remote ones copied to a local cache first); a CSV log that is still being written is read up to its last
+line. Each DuckDB file is
 copied and opened alone, so a damaged one, or one that a training process holds open, is reported as an
 error beside the others' results instead of hiding them. Nothing here raises for bad data: each result
 carries `error` strings naming the file and the problem.
@@ -34,12 +34,14 @@ from urllib.parse import quote
 
 import fsspec
 
-from ..curves import X_CANDIDATES, history_from_rows, read_csv_rows, read_wandb_run
+from ..curves import X_CANDIDATES, history_from_rows, read_csv_rows
+from ..loggers import EXIT_CODE_KEY
 
 __all__ = ["Source", "Run", "DashboardData", "replay_link", "viewer_link"]
 
 RUNNING_WINDOW_S = 120.0
-"""A run whose files changed less than this long ago, and whose W&B log has no exit record, is running."""
+"""A run whose files changed less than this long ago, and whose log does not end with its exit row
+(`loggers.EXIT_CODE_KEY`), is running."""
 
 _CKPT = re.compile(r"^(?P<run>.+):v(?P<epoch>\d+)\.mpt$")
 
@@ -139,10 +141,9 @@ class Run:
     name: str
     source: Source
     folder: str | None = None
-    """The run folder's URI (None for a run known only from its W&B log)."""
+    """The run folder's URI."""
     checkpoints: list[FileRef] = field(default_factory=list)
     eval_dbs: list[FileRef] = field(default_factory=list)
-    wandb: list[FileRef] = field(default_factory=list)
     csv: list[FileRef] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -203,7 +204,7 @@ class DashboardData:
         runs: dict[str, Run] = {}
         rel = {posixpath.relpath(p, root) if not p == root else "": (p, info) for p, info in files.items()}
         # The source itself is one run folder when it holds checkpoints/ or eval.duckdb at its top.
-        single = any(r == "eval.duckdb" or r.startswith("checkpoints/")
+        single = any(r in ("eval.duckdb", "metrics.csv") or r.startswith("checkpoints/")
                      or (r.startswith("version_") and r.count("/") == 1 and r.endswith("/metrics.csv")) for r in rel)
         base_name = posixpath.basename(root.rstrip("/"))
 
@@ -212,7 +213,6 @@ class DashboardData:
                 runs[name] = Run(name=name, source=src, folder=src.unstrip(folder))
             return runs[name]
 
-        wandb_files: list[tuple[str, dict]] = []
         for r, (p, info) in sorted(rel.items()):
             parts = r.split("/")
             if single:
@@ -221,9 +221,6 @@ class DashboardData:
                 if len(parts) < 2:
                     continue
                 name, folder, inner = parts[0], posixpath.join(root, parts[0]), parts[1:]
-            if parts[0] == "wandb" and len(parts) == 3 and parts[2].endswith(".wandb") and "run-" in parts[1]:
-                wandb_files.append((p, info))
-                continue
             ref = FileRef(src.unstrip(p), p, info, src)
             if inner == ["eval.duckdb"]:
                 run_for(name, folder).eval_dbs.append(ref)
@@ -231,25 +228,6 @@ class DashboardData:
                 run_for(name, folder).checkpoints.append(ref)
             elif inner[-1] == "metrics.csv":
                 run_for(name, folder).csv.append(ref)
-        if single:  # its W&B logs are beside it, in the data dir
-            try:
-                parent = posixpath.dirname(root)
-                pattern = posixpath.join(parent, "wandb", "*run-*", "run-*.wandb")
-                wandb_files += [(p, fs.info(p)) for p in fs.glob(pattern)]
-            except Exception as e:  # noqa: BLE001
-                src.error = f"{src.uri}: cannot list its W&B logs: {_describe(e)}"
-        for p, info in sorted(wandb_files):
-            ref = FileRef(src.unstrip(p), p, info, src)
-            parsed = self._wandb(ref)
-            if isinstance(parsed, str):  # unreadable: shown under a run named after the file
-                name = posixpath.basename(posixpath.dirname(p))
-                run = runs.setdefault(name, Run(name=name, source=src))
-                run.wandb.append(ref)
-                continue
-            name = parsed.get("name") or parsed.get("run_id") or posixpath.basename(p)
-            if single and name != base_name:
-                continue  # another run's log in the same data dir
-            runs.setdefault(name, Run(name=name, source=src)).wandb.append(ref)
         for run in runs.values():
             run.checkpoints.sort(key=lambda f: int(_CKPT.match(posixpath.basename(f.path)).group("epoch")))
             run.csv.sort(key=lambda f: _version_key(f.path))
@@ -293,14 +271,6 @@ class DashboardData:
                     del self._parsed[old]
             return self._parsed[key]
 
-    def _wandb(self, ref: FileRef) -> dict | str:
-        def read(path: str) -> dict:
-            run = read_wandb_run(path)
-            run["history"] = [{k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-                              for row in run["history"]]
-            return run
-        return self._cached("wandb", ref, read)
-
     def _csv(self, ref: FileRef) -> list[dict] | str:
         def read(path: str) -> list[dict]:
             if os.path.getsize(path) == 0:
@@ -326,28 +296,20 @@ class DashboardData:
     # ---------------------------------------------------------------------------------------------- runs
 
     def rows(self, run: Run) -> tuple[list[dict], list[str], dict]:
-        """All logged rows of the run (W&B segments, else CSV versions, in order), the errors, and the
-        W&B facts (`config`, `exit_code`) of its last segment."""
+        """All logged rows of the run (its CSV logs, in order), the errors, and the facts of its log:
+        `config` (the hparams.yaml beside it) and `exit_code` (of the exit row that ends the log, else None)."""
         errors: list[str] = []
         rows: list[dict] = []
+        for ref in run.csv:
+            parsed = self._csv(ref)
+            if isinstance(parsed, str):
+                errors.append(parsed)
+                continue
+            rows.extend(parsed)
         facts: dict = {}
-        if run.wandb:
-            for ref in sorted(run.wandb, key=lambda f: f.path):
-                parsed = self._wandb(ref)
-                if isinstance(parsed, str):
-                    errors.append(parsed)
-                    continue
-                rows.extend(parsed["history"])
-                facts = {"config": parsed["config"], "exit_code": parsed["exit_code"]}
-        else:
-            for ref in run.csv:
-                parsed = self._csv(ref)
-                if isinstance(parsed, str):
-                    errors.append(parsed)
-                    continue
-                rows.extend(parsed)
-            if run.csv:
-                facts = {"config": self._hparams(run.csv[-1]), "exit_code": None}
+        if run.csv:
+            exit_code = rows[-1].get(EXIT_CODE_KEY) if rows else None
+            facts = {"config": self._hparams(run.csv[-1]), "exit_code": None if exit_code is None else int(exit_code)}
         return rows, errors, facts
 
     def run_summary(self, run: Run) -> dict:
@@ -355,7 +317,7 @@ class DashboardData:
         last = {}
         for row in rows:  # the last value of each key
             last.update(row)
-        refs = run.wandb + run.csv + run.checkpoints + run.eval_dbs
+        refs = run.csv + run.checkpoints + run.eval_dbs
         mtimes = [m for m in (r.mtime for r in refs) if m is not None]
         last_update = max(mtimes) if mtimes else None
         exit_code = facts.get("exit_code")
@@ -380,7 +342,7 @@ class DashboardData:
             "sps": _finite(last.get("overview/sps")),
             "last_checkpoint": posixpath.basename(latest.path) if latest else None,
             "last_update": last_update, "config": json.loads(json.dumps(config, default=str)),
-            "logs": [r.uri for r in run.wandb + run.csv], "eval_dbs": [r.uri for r in run.eval_dbs],
+            "logs": [r.uri for r in run.csv], "eval_dbs": [r.uri for r in run.eval_dbs],
             "metrics": metrics, "errors": run.errors + errors,
         }
 
@@ -390,7 +352,7 @@ class DashboardData:
         errors = [s.error for s in sources if s.error]
         if not runs and not errors:
             errors = [f"no runs found in {', '.join(self.source_uris) or '(no folder given)'}: a run folder holds "
-                      "checkpoints/, eval.duckdb or a metrics.csv, or has a W&B log in <folder>/wandb"]
+                      "checkpoints/, eval.duckdb or a metrics.csv"]
         return {"sources": [{"uri": s.uri, "error": s.error} for s in sources], "errors": errors,
                 "runs": summaries, "time": time.time()}
 
@@ -409,10 +371,9 @@ class DashboardData:
             pts = sorted(hist[metric])
             if errors:
                 error = "; ".join(errors)
-            elif not run.wandb and not run.csv:
+            elif not run.csv:
                 # Only a training run (it has checkpoints) is missing something without logs.
-                error = (f"{run.name}: no log found (no W&B run of that name in wandb/, no metrics.csv in its "
-                         "folder)") if run.checkpoints else None
+                error = f"{run.name}: no log found (no metrics.csv in its folder)" if run.checkpoints else None
             else:
                 error = None if pts else f"{run.name}: {metric!r} was not logged"
             out.append({"id": rid, "name": run.name, "x_key": x_key, "points": pts, "error": error})

@@ -207,15 +207,16 @@ def dashboard(folders: Optional[list[str]] = None, host: str = "127.0.0.1", port
 
 def curves(run: str, out: Optional[str] = None, metric: Optional[list[str]] = None, x_key: Optional[str] = None,
            smooth: int = 1, last_segment: bool = False, list: bool = False) -> int:  # noqa: A002 - the option's name
-    """Draw a run's learning curves as a PNG (from a W&B offline run or a CSV log); print the PNG's path.
+    """Draw a run's learning curves (from its metrics.csv) as a PNG; print the PNG's path.
 
     Args:
-        run: W&B offline run / wandb dir / metrics.csv / CSV logger dir
+        run: run folder / metrics.csv / CSV logger folder / a path into W&B's offline logs (followed to the
+            metrics.csv beside that run)
         out: output PNG (if not given: <run>/learning_curve.png)
         metric: metric to plot, repeatable (if not given: overview/reward, env_agent/heart.gained, overview/sps)
-        x_key: x-axis metric (if not given: agent steps or global step)
+        x_key: x-axis metric (if not given: agent steps, else the logging step)
         smooth: moving-average window in logged points
-        last_segment: a resumed W&B run: draw only the given segment (without it: the whole run, every segment)
+        last_segment: a CSV logger folder with one version_* per fit: draw only the newest (without it: all)
         list: list the logged metric names and exit
     """
     from .curves import DEFAULT_METRICS, load_rows, plot_learning_curve

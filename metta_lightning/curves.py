@@ -16,7 +16,6 @@ whose ``hparams.yaml`` names its run id. W&B's own files are not read.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import glob
 import math
@@ -219,28 +218,12 @@ def plot_learning_curve(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``curves`` subcommand: draw a run's learning curve as PNG."""
-    p = argparse.ArgumentParser(prog="metta_lightning curves", description=__doc__.split("\n\n")[0])
-    p.add_argument("run", help="W&B offline run / wandb dir / metrics.csv / CSV logger dir")
-    p.add_argument("-o", "--out", default=None, help="output PNG (default: <run>/learning_curve.png)")
-    p.add_argument("-m", "--metric", action="append", default=None,
-                   help=f"metric to plot, repeatable (default: {', '.join(DEFAULT_METRICS)})")
-    p.add_argument("-x", "--x-key", default=None, help="x-axis metric (default: agent steps or global step)")
-    p.add_argument("--smooth", type=int, default=1, help="moving-average window in logged points")
-    p.add_argument("--last-segment", action="store_true",
-                   help="a resumed W&B run: draw only the given segment (default: the whole run, every segment)")
-    p.add_argument("--list", action="store_true", help="list the logged metric names and exit")
-    args = p.parse_args(argv)
-    if args.list:
-        rows, kind = load_rows(args.run, not args.last_segment)
-        keys = sorted(set().union(*rows)) if rows else []
-        print(f"{kind}: {len(rows)} rows")
-        print("\n".join(keys))
-        return 0
-    out = plot_learning_curve(args.run, args.out, tuple(args.metric or DEFAULT_METRICS), args.x_key, args.smooth,
-                              not args.last_segment)
-    print(out)
-    return 0
+    """The ``curves`` command (``metta_lightning.commands.curves``)."""
+    import sys
+
+    from .commands import run_command
+
+    return run_command(["curves", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

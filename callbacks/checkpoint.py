@@ -55,6 +55,7 @@ import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 
 from metta_lightning import checkpoint as ck
+from metta_lightning import checkpoint_uris as uris
 from metta_lightning.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class PolicyCheckpoint(Callback):
         if self.dirpath is None or not os.path.isdir(self.dirpath):
             return None
         try:
-            return ck.latest_artifact(self.dirpath, run=self.run, suffix=STATE_SUFFIX).path
+            return uris.latest_artifact(self.dirpath, run=self.run, suffix=STATE_SUFFIX).path
         except ck.CheckpointError:
             return None
 
@@ -168,7 +169,7 @@ class PolicyCheckpoint(Callback):
         # bucket) have theirs where they came from.
         resumed_here = trainer.ckpt_path and os.path.dirname(os.path.abspath(trainer.ckpt_path)) == self.dirpath
         if self._resumed and resumed_here and self.last_saved_epoch and trainer.is_global_zero and not os.path.exists(
-                os.path.join(self.dirpath, ck.artifact_name(self.run, self.last_saved_epoch))):
+                os.path.join(self.dirpath, uris.artifact_name(self.run, self.last_saved_epoch))):
             path = self._write_artifact(trainer, pl_module, self.last_saved_epoch)
             if path:
                 log.info("checkpoint: wrote the missing artifact %s of the state resumed from", path)
@@ -215,7 +216,7 @@ class PolicyCheckpoint(Callback):
     # -- writing -------------------------------------------------------------------------------------
     def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
         """Write the artifact, then the state, for `epoch` (each atomically)."""
-        name_state = ck.artifact_name(self.run, epoch, STATE_SUFFIX)
+        name_state = uris.artifact_name(self.run, epoch, STATE_SUFFIX)
         self.last_saved_epoch = epoch
         self._rng_at_save = rng_state()
         self._rng_by_rank = [self._rng_at_save]
@@ -250,7 +251,7 @@ class PolicyCheckpoint(Callback):
         env_info = getattr(pl_module, "env_info", None)
         if env_info is None or not hasattr(policy, "init_args"):
             return None
-        return ck.save_policy(policy, env_info, os.path.join(self.dirpath, ck.artifact_name(self.run, epoch)),
+        return ck.save_policy(policy, env_info, os.path.join(self.dirpath, uris.artifact_name(self.run, epoch)),
                               agent_steps=int(getattr(pl_module, "agent_steps", 0)),
                               global_step=int(trainer.global_step))
 
@@ -258,7 +259,7 @@ class PolicyCheckpoint(Callback):
         """Delete the temporary files of writes that a kill interrupted (`.<run>:v<N>.<ext>.tmp-*`)."""
         for name in os.listdir(self.dirpath):
             m = _TEMPORARY_RE.match(name)
-            if m and ck.parse_artifact_name(f"{m['name']}.{m['ext']}", "." + m["ext"]):
+            if m and uris.parse_artifact_name(f"{m['name']}.{m['ext']}", "." + m["ext"]):
                 try:
                     os.unlink(os.path.join(self.dirpath, name))
                     log.info("checkpoint: removed %s, left by an interrupted write", name)
@@ -268,7 +269,7 @@ class PolicyCheckpoint(Callback):
     def _prune(self) -> None:
         if self.keep_states <= 0:
             return
-        states = ck.list_artifacts(self.dirpath, run=self.run, suffix=STATE_SUFFIX)
+        states = uris.list_artifacts(self.dirpath, run=self.run, suffix=STATE_SUFFIX)
         for _, _, res in states[: -self.keep_states]:
             try:
                 os.unlink(res.path)
@@ -286,14 +287,14 @@ def resolve_ckpt_path(trainer: pl.Trainer, ckpt_path: Optional[str]) -> Optional
             log.warning("--ckpt_path last: no checkpoint directory %s; starting fresh", folder.checkpoints)
             return None
         try:
-            found = ck.latest_artifact(folder.checkpoints, run=folder.name, suffix=STATE_SUFFIX)
+            found = uris.latest_artifact(folder.checkpoints, run=folder.name, suffix=STATE_SUFFIX)
         except ck.CheckpointError:
             log.warning("--ckpt_path last: no complete state in %s; starting fresh", folder.checkpoints)
             return None
         log.info("--ckpt_path last: resuming from %s", found.path)
         return found.path
-    res = ck.resolve_uri(ckpt_path, suffix=STATE_SUFFIX)
-    if ck.is_local(res.fs):
+    res = uris.resolve_uri(ckpt_path, suffix=STATE_SUFFIX)
+    if uris.is_local(res.fs):
         if not os.path.isfile(res.path):
             raise ck.CheckpointError(f"{ckpt_path}: checkpoint not found ({res.path})")
         return ck.check_training_state(res.path, ckpt_path)

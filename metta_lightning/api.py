@@ -517,8 +517,9 @@ class TrainingComponents:
         """`<...>.mpt`: the policy artifact `fit` writes; `<...>.ckpt`: a training state in `fit`'s format
         (weights under `policy.`, the optimizer state, `agent_steps`), sealed like `fit`'s."""
         from . import checkpoint as ck
+        from .checkpoint_uris import ARTIFACT_SUFFIX
 
-        if uri.endswith(ck.ARTIFACT_SUFFIX):
+        if uri.endswith(ARTIFACT_SUFFIX):
             return ck.save_policy(self.policy, self.env.env_info, uri, agent_steps=self.agent_steps)
         if not uri.endswith(".ckpt"):
             raise ck.CheckpointError(f"{uri}: expected a policy artifact (.mpt) or a training state (.ckpt)")
@@ -539,9 +540,10 @@ class TrainingComponents:
         """Load weights from an artifact (`.mpt`), or weights, optimizer state and `agent_steps` from a
         training state (`.ckpt`, `fit`'s or `save_checkpoint`'s)."""
         from . import checkpoint as ck
+        from .checkpoint_uris import resolve_uri
 
         if uri.endswith(".ckpt"):
-            res = ck.resolve_uri(uri, suffix=".ckpt")
+            res = resolve_uri(uri, suffix=".ckpt")
             data = ck.read_bytes(res)
             if ck.seal_status(data) is False:
                 raise ck.CheckpointError(f"{uri}: training state is corrupted (its SHA-256 does not match)")

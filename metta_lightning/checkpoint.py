@@ -1,4 +1,4 @@
-"""Policy artifacts `<run>:v<epoch>.mpt` on any fsspec URI, and the resolution of checkpoint URIs.
+"""The policy artifact format: `<run>:v<epoch>.mpt` files on any fsspec URI, written atomically and read back.
 
 An artifact is a zip (stored, not compressed) of exactly two members:
 
@@ -14,18 +14,12 @@ that can never match the artifact pattern), is fsynced, then `os.replace`d onto 
 other filesystem (S3, GCS, memory) it is one `pipe_file` call, i.e. a single PUT (or a multipart upload,
 which S3 and GCS also publish atomically on completion). `:latest` only considers names matching the
 artifact pattern and skips any whose zip directory cannot be read, so a half-written file is never taken
-for the newest checkpoint.
+for the newest checkpoint (`is_usable`).
 
 A policy keeps the `EnvInfo` it was trained on (`policy.env_info`); to play an env that numbers
 observation features differently, remap its tokens by name (`models.base.FeatureRemap`, as evaluation does).
 
-URIs accepted by `resolve_uri` / `load_policy`:
-- any fsspec URL: `/abs/path/x:v3.mpt`, `rel/x:v3.mpt`, `file://...`, `s3://b/p/x:v3.mpt`, `gs://...`,
-  `memory://...`;
-- `<dir>/:latest` (highest epoch among complete artifacts in `<dir>`), `<dir>/<run>:latest` (same, that
-  run only), or a directory itself (same as `<dir>/:latest`);
-- a bare run name `<run>`, `<run>:latest` or `<run>:v<epoch>`, resolved under
-  `$METTA_DATA_DIR/<run>/checkpoints` (default `./train_dir`).
+URIs (run names, `:latest`, fsspec URLs) are resolved by `metta_lightning.checkpoint_uris`.
 """
 
 from __future__ import annotations
@@ -35,77 +29,27 @@ import importlib
 import importlib.metadata
 import io
 import json
-import logging
 import os
-import re
 import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import fsspec
 import torch
-from fsspec.implementations.local import LocalFileSystem
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from envs.info import EnvInfo
 
-log = logging.getLogger(__name__)
+from .checkpoint_uris import (ARTIFACT_SUFFIX, CheckpointError, Resolved, filesystem, is_local,
+                              parse_artifact_name, raise_not_found, resolve_uri)
 
 FORMAT = "metta_lightning.policy"
 FORMAT_VERSION = 1
 SPEC_NAME = "policy_spec.json"
 WEIGHTS_NAME = "weights.safetensors"
-ARTIFACT_SUFFIX = ".mpt"
-DATA_DIR_ENV = "METTA_DATA_DIR"
-DEFAULT_DATA_DIR = "./train_dir"
-
-RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-ARTIFACT_RE = re.compile(r"^(?P<run>[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}):v(?P<epoch>\d+)\.mpt$")
-_SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
-_BUCKET_PROTOCOLS = {"s3", "s3a", "gs", "gcs"}
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint URI or artifact that cannot be used; the message names the URI and the problem."""
-
-
-def data_dir() -> str:
-    """Local root of runs (`$METTA_DATA_DIR`, default `./train_dir`)."""
-    return os.environ.get(DATA_DIR_ENV, DEFAULT_DATA_DIR)
-
-
-def run_checkpoint_dir(run: str, root: str | None = None) -> str:
-    """`<root>/<run>/checkpoints`, after checking the run name."""
-    check_run_name(run)
-    return os.path.join(root if root is not None else data_dir(), run, "checkpoints")
-
-
-def check_run_name(run: str, uri: str | None = None) -> str:
-    if not RUN_NAME_RE.match(run or ""):
-        where = f"{uri}: " if uri and uri != run else ""
-        raise CheckpointError(
-            f"{where}invalid run name {run!r}: use 1-128 characters from A-Z a-z 0-9 _ . - "
-            "(starting with a letter or digit; no '/', ':' or spaces)")
-    return run
-
-
-def artifact_name(run: str, epoch: int, suffix: str = ARTIFACT_SUFFIX) -> str:
-    check_run_name(run)
-    if epoch < 0:
-        raise CheckpointError(f"epoch must be >= 0, got {epoch}")
-    return f"{run}:v{int(epoch)}{suffix}"
-
-
-def parse_artifact_name(name: str, suffix: str = ARTIFACT_SUFFIX) -> tuple[str, int] | None:
-    """`(run, epoch)` for a file name of the form `<run>:v<epoch><suffix>`, else None."""
-    if not name.endswith(suffix):
-        return None
-    m = ARTIFACT_RE.match(name[: -len(suffix)] + ARTIFACT_SUFFIX)
-    return (m["run"], int(m["epoch"])) if m else None
 
 
 def project_version() -> str:
@@ -119,116 +63,6 @@ def project_version() -> str:
             return tomllib.loads(pyproject.read_text())["project"]["version"]
         except Exception:  # noqa: BLE001 - a version string is informational only
             return "unknown"
-
-
-# ---------------------------------------------------------------------------------------------- URIs
-
-
-def _filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    m = _SCHEME_RE.match(uri)
-    if m:
-        scheme = m["scheme"].lower()
-        try:
-            fsspec.get_filesystem_class(scheme)
-        except ValueError:
-            raise CheckpointError(f"{uri}: unknown URI scheme {scheme!r} (use a path or an fsspec URL such as "
-                                  "file://, s3://, gs://, memory://)") from None
-        except ImportError as e:
-            raise CheckpointError(f"{uri}: scheme {scheme!r} needs an extra package: {e}") from None
-    try:
-        return fsspec.core.url_to_fs(uri)
-    except ImportError as e:
-        raise CheckpointError(f"{uri}: {e}") from None
-
-
-def is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    return isinstance(fs, LocalFileSystem)
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """A resolved checkpoint location: `fs` + `path`, and the URI the user gave (for messages)."""
-
-    fs: fsspec.AbstractFileSystem
-    path: str
-    uri: str
-
-    @property
-    def url(self) -> str:
-        return self.path if is_local(self.fs) else self.fs.unstrip_protocol(self.path)
-
-
-def _looks_like_run_name(uri: str) -> bool:
-    return not _SCHEME_RE.match(uri) and "/" not in uri and "\\" not in uri and not uri.startswith(".") \
-        and not uri.endswith(ARTIFACT_SUFFIX) and not os.path.exists(uri)
-
-
-def resolve_uri(uri: str, suffix: str = ARTIFACT_SUFFIX) -> Resolved:
-    """Turn a user URI (see the module doc) into the location of one existing artifact."""
-    if not isinstance(uri, str) or not uri.strip():
-        raise CheckpointError(f"{uri!r}: empty checkpoint URI")
-    uri = uri.strip()
-    if _looks_like_run_name(uri):
-        run, _, version = uri.partition(":")
-        check_run_name(run, uri)
-        base = run_checkpoint_dir(run)
-        if version in ("", "latest"):
-            return latest_artifact(base, run=run, suffix=suffix, uri=uri)
-        if not re.fullmatch(r"v\d+", version):
-            raise CheckpointError(f"{uri}: expected <run>, <run>:latest or <run>:v<epoch>")
-        uri_local = os.path.join(base, f"{run}:{version}{suffix}")
-        fs, path = _filesystem(uri_local)
-        return Resolved(fs, path, uri)
-    if uri.endswith(":latest"):
-        base = uri[: -len(":latest")]
-        run = None
-        if base and not base.endswith("/"):
-            parent, _, run = base.rpartition("/")
-            check_run_name(run, uri)
-            base = parent + "/" if parent else "./"
-        return latest_artifact(base, run=run, suffix=suffix, uri=uri)
-    fs, path = _filesystem(uri)
-    try:
-        if fs.isdir(path):
-            return latest_artifact(uri, suffix=suffix, uri=uri)
-    except Exception:  # noqa: BLE001 - existence is checked again, with a clear error, when reading
-        pass
-    return Resolved(fs, path, uri)
-
-
-def list_artifacts(dir_uri: str, run: str | None = None, suffix: str = ARTIFACT_SUFFIX,
-                   uri: str | None = None) -> list[tuple[int, str, Resolved]]:
-    """`(epoch, run, location)` of every file named like an artifact in `dir_uri`, sorted by epoch."""
-    uri = uri or dir_uri
-    fs, path = _filesystem(dir_uri)
-    try:
-        names = fs.ls(path, detail=False)
-    except FileNotFoundError:
-        _raise_not_found(fs, path, uri, what="checkpoint directory")
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{uri}: cannot list {dir_uri!r}: {type(e).__name__}: {e}") from e
-    found = []
-    for p in names:
-        parsed = parse_artifact_name(p.rstrip("/").rsplit("/", 1)[-1], suffix)
-        if parsed and (run is None or parsed[0] == run):
-            found.append((parsed[1], parsed[0], Resolved(fs, p, uri)))
-    return sorted(found, key=lambda t: (t[0], t[1]))
-
-
-def latest_artifact(dir_uri: str, run: str | None = None, suffix: str = ARTIFACT_SUFFIX,
-                    uri: str | None = None, validate: bool = True) -> Resolved:
-    """The highest-epoch complete artifact in `dir_uri` (optionally of one run).
-
-    With `validate`, a candidate whose zip directory cannot be read (a truncated file left by some
-    non-atomic copy) is skipped with a warning, so the next older one is used.
-    """
-    uri = uri or dir_uri
-    for epoch, _, res in reversed(list_artifacts(dir_uri, run=run, suffix=suffix, uri=uri)):
-        if not validate or _is_complete(res, suffix):
-            return res
-        log.warning("%s: skipping incomplete or corrupted checkpoint %s", uri, res.url)
-    which = f" of run {run!r}" if run else ""
-    raise CheckpointError(f"{uri}: no complete checkpoint{which} (*{suffix}) in {dir_uri!r}")
 
 
 # A sealed archive ends in the zip comment `metta-sha256:<hex>`, the SHA-256 of every byte before the hex
@@ -262,7 +96,7 @@ def seal_status(data: bytes) -> bool | None:
     return hashlib.sha256(data[:-SEAL_LEN]).hexdigest().encode() == data[-64:]
 
 
-def _is_complete(res: Resolved, suffix: str = ARTIFACT_SUFFIX) -> bool:
+def is_usable(res: Resolved, suffix: str = ARTIFACT_SUFFIX) -> bool:
     """Whether a candidate can be used. Local files are checked the way they will be used: a policy artifact
     is read whole (spec and weights), a training state is CRC-checked and loaded with `torch.load`, since
     some damage to a zip's central directory passes every CRC and only breaks the load. Remote files only
@@ -320,24 +154,11 @@ def check_training_state(path: str, uri: str | None = None) -> str:
     return path
 
 
-def _raise_not_found(fs, path: str, uri: str, what: str = "checkpoint"):
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if protocol in _BUCKET_PROTOCOLS:
-        bucket = path.split("/", 1)[0]
-        try:
-            bucket_exists = fs.exists(bucket)
-        except Exception:  # noqa: BLE001
-            bucket_exists = True
-        if not bucket_exists:
-            raise CheckpointError(f"{uri}: bucket {bucket!r} does not exist") from None
-    raise CheckpointError(f"{uri}: {what} not found ({path})") from None
-
-
 def read_bytes(res: Resolved) -> bytes:
     try:
         return res.fs.cat_file(res.path)
     except FileNotFoundError:
-        _raise_not_found(res.fs, res.path, res.uri)
+        raise_not_found(res.fs, res.path, res.uri)
     except IsADirectoryError:
         raise CheckpointError(f"{res.uri}: is a directory, not an artifact") from None
     except Exception as e:  # noqa: BLE001
@@ -346,7 +167,7 @@ def read_bytes(res: Resolved) -> bytes:
 
 def write_bytes_atomic(uri: str, data: bytes) -> str:
     """Write `data` to `uri` so that readers see either nothing or the whole file. Returns the URL."""
-    fs, path = _filesystem(uri)
+    fs, path = filesystem(uri)
     if is_local(fs):
         directory, name = os.path.split(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
@@ -372,7 +193,7 @@ def write_bytes_atomic(uri: str, data: bytes) -> str:
     try:
         fs.pipe_file(path, data)  # one PUT / one atomically-completed multipart upload
     except FileNotFoundError:
-        _raise_not_found(fs, path, uri, what="destination")
+        raise_not_found(fs, path, uri, what="destination")
     return fs.unstrip_protocol(path)
 
 

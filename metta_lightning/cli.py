@@ -108,7 +108,7 @@ class MettaCLI(LightningCLI):
         """The Trainer's `default_root_dir` is the run folder (`metta_lightning.run_folder`): `$METTA_DATA_DIR/<run>`
         with the run named by `--run`, else the logger's name, else "run". A `default_root_dir` given
         explicitly is the run folder itself (its name is the run's)."""
-        from metta_lightning.checkpoint import check_run_name
+        from metta_lightning.checkpoint_uris import check_run_name
         from metta_lightning.run_folder import RunFolder
 
         run, root = cfg.get("run"), cfg["trainer"].get("default_root_dir")
@@ -221,15 +221,15 @@ class MettaCLI(LightningCLI):
 
     def _refuse_to_overwrite(self, ckpt_path: Optional[str]) -> None:
         # A fresh run must not write its v1, v2, ... over (or between) the checkpoints of an earlier run.
-        from metta_lightning import checkpoint as ck
+        from metta_lightning import checkpoint_uris as uris
         from metta_lightning.run_folder import RunFolder
 
         folder = RunFolder.of(self.trainer)
         if ckpt_path or not os.path.isdir(folder.checkpoints):
             return
         try:
-            newest = ck.latest_artifact(folder.checkpoints, run=folder.name, suffix=".ckpt").path
-        except ck.CheckpointError:
+            newest = uris.latest_artifact(folder.checkpoints, run=folder.name, suffix=".ckpt").path
+        except uris.CheckpointError:
             return
         raise SystemExit(
             f"run {folder.name!r} already has checkpoints in {folder.checkpoints} (newest: {os.path.basename(newest)}). "
@@ -239,7 +239,7 @@ class MettaCLI(LightningCLI):
 def _logger_name(logger: Any) -> Optional[str]:
     """The name a logger in the config gives its runs, as Lightning's `logger.name` would: a CSV or
     TensorBoard logger's `name`, a W&B logger's `project` (default "metta"); None if it has no valid one."""
-    from metta_lightning.checkpoint import RUN_NAME_RE
+    from metta_lightning.checkpoint_uris import RUN_NAME_RE
 
     if isinstance(logger, list):
         logger = logger[0] if logger else None

@@ -63,7 +63,7 @@ def evaluate(policies: list[str], suite: str = "arena", db: Optional[str] = None
     except ValueError:
         raise UsageError(f"--team {team}: expected comma-separated agent ids, e.g. 0,2") from None
 
-    from .checkpoint import CheckpointError, data_dir
+    from .checkpoint_uris import CheckpointError, data_dir
     from .scorecard import analyze
     from .simulation import SimulationError, format_matches, format_results
     from .simulation import cross_play as play_pairs
@@ -189,7 +189,7 @@ def dashboard(folders: Optional[list[str]] = None, host: str = "127.0.0.1", port
     """
     if refresh <= 0:
         raise UsageError(f"--refresh {refresh}: must be > 0")
-    from .checkpoint import data_dir
+    from .checkpoint_uris import data_dir
     from .dashboard import DashboardServer
     from .viewer import open_in_browser, serve_until_interrupted
 

@@ -86,7 +86,7 @@ def _csv_beside_wandb(run_dir: str, given: str) -> str:
     """The ``metrics.csv`` written beside the W&B run in ``run_dir`` (``.../wandb/offline-run-<time>-<id>``):
     the one in a run folder of the W&B save dir (or of ``$METTA_DATA_DIR``) whose ``hparams.yaml`` names the
     run id (``metta_lightning.loggers.WANDB_RUN_ID_KEY``)."""
-    from .checkpoint import data_dir
+    from .checkpoint_uris import data_dir
     from .loggers import WANDB_RUN_ID_KEY
 
     files = glob.glob(os.path.join(run_dir, "run-*.wandb"))

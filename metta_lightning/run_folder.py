@@ -34,7 +34,7 @@ class RunFolder:
     @classmethod
     def of(cls, trainer: pl.Trainer) -> "RunFolder":
         """The folder of the run `trainer` trains (its `default_root_dir`); the name is checked."""
-        from .checkpoint import check_run_name
+        from .checkpoint_uris import check_run_name
 
         folder = cls(os.path.abspath(str(trainer.default_root_dir)))
         check_run_name(folder.name, f"trainer.default_root_dir={trainer.default_root_dir}")
@@ -43,7 +43,7 @@ class RunFolder:
     @classmethod
     def for_run(cls, run: str, data_dir: str | None = None) -> "RunFolder":
         """`<data dir>/<run>` (`$METTA_DATA_DIR`, default `./train_dir`)."""
-        from .checkpoint import check_run_name, data_dir as default_data_dir
+        from .checkpoint_uris import check_run_name, data_dir as default_data_dir
 
         check_run_name(run)
         return cls(os.path.abspath(os.path.join(data_dir if data_dir is not None else default_data_dir(), run)))

@@ -12,6 +12,7 @@ import torch
 
 from envs.info import EnvInfo
 from metta_lightning import checkpoint as ck
+from metta_lightning import checkpoint_uris as uris
 from models.base import FeatureRemap
 from metta_lightning.checkpoint import CheckpointError, load_artifact, load_policy, save_policy
 
@@ -79,7 +80,7 @@ def test_round_trip_local_path_and_file_url(tmp_path):
 def test_memory_url_and_latest(tmp_path):
     for e in (1, 2, 10):
         save_policy(make_policy(seed=e), env_info(), f"memory://ckpts/r:v{e}.mpt")
-    res = ck.resolve_uri("memory://ckpts/:latest")
+    res = uris.resolve_uri("memory://ckpts/:latest")
     assert res.path.endswith("r:v10.mpt")  # numeric, not lexical order
     assert load_artifact("memory://ckpts/:latest").spec["epoch"] == 10
     assert load_artifact("memory://ckpts/r:latest").spec["epoch"] == 10
@@ -163,7 +164,7 @@ def test_bad_uris(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match=r"invalid run name 'bad name!'"):
         load_policy("bad name!")
     with pytest.raises(CheckpointError, match=r"invalid run name"):
-        ck.artifact_name("a:b", 1)
+        uris.artifact_name("a:b", 1)
     with pytest.raises(CheckpointError, match=r"nosuchrun: checkpoint directory not found"):
         load_policy("nosuchrun")
     with pytest.raises(CheckpointError, match=r"checkpoint not found"):

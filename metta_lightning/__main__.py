@@ -9,8 +9,6 @@ import traceback
 # slower with the default active wait). Override by setting OMP_WAIT_POLICY yourself.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .cli import main  # noqa: E402
-
 
 def _during_training(exc: BaseException) -> bool:
     """Whether `exc` came out of Lightning's training loops (then its traceback is what a user needs)."""
@@ -26,22 +24,37 @@ def _finish_wandb(cli) -> None:
         run.finish()
 
 
+def _user_error(e: BaseException) -> None:
+    """Bad input found before training (a size that does not divide, a value out of range, a checkpoint that
+    does not load) is the user's to fix: one line naming it, not a traceback. METTA_DEBUG=1 shows it."""
+    if os.environ.get("METTA_DEBUG") or _during_training(e):
+        raise e
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
 def run() -> None:
-    # Bad input found before training (a size that does not divide, a value out of range, a checkpoint
-    # that does not load) is the user's to fix: one line naming it, not a traceback. METTA_DEBUG=1 shows it.
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from pydantic import ValidationError
 
     from .checkpoint import CheckpointError
+    from .commands import COMMANDS, run_command
+
+    user_errors = (ValueError, CheckpointError, ValidationError, FileNotFoundError)
+    argv = sys.argv[1:]
+    if argv and argv[0] in COMMANDS:  # not Lightning runs: their start does not wait for Lightning's import
+        try:
+            sys.exit(run_command(argv))
+        except user_errors as e:
+            _user_error(e)
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from .cli import main
 
     try:
         cli = main()
         _finish_wandb(cli)
-    except (ValueError, CheckpointError, ValidationError, FileNotFoundError, MisconfigurationException) as e:
-        if os.environ.get("METTA_DEBUG") or _during_training(e):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except (*user_errors, MisconfigurationException) as e:
+        _user_error(e)
 
 
 if __name__ == "__main__":

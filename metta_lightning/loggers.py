@@ -26,7 +26,9 @@ Metric namespaces follow the original Metta: ``overview/sps``, ``overview/reward
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import logging
 import os
 import shutil
@@ -155,6 +157,13 @@ class _ContinuingWriter(_CSVWriter):
     taken from its header, a last line cut short (a process killed mid-write) is dropped, and a header that
     gains columns is rewritten through a temporary file, so no kill loses the rows already written."""
 
+    last_step = 0
+    """The step of the newest row, in the file or logged since."""
+
+    def log_metrics(self, metrics_dict: dict[str, float], step: Optional[int] = None) -> None:
+        super().log_metrics(metrics_dict, step)
+        self.last_step = self.metrics[-1]["step"]
+
     def _check_log_dir_exists(self) -> None:
         path = self.metrics_file_path
         if not os.path.isfile(path):
@@ -167,14 +176,16 @@ class _ContinuingWriter(_CSVWriter):
         if not text:
             os.remove(path)
             return
-        self.metrics_keys = next(csv.reader([text.splitlines()[0]]))
+        lines = text.splitlines()
+        self.metrics_keys = next(csv.reader(lines[:1]))
+        last = next(csv.DictReader([lines[0], lines[-1]]), {}) if len(lines) > 1 else {}
+        with contextlib.suppress(TypeError, ValueError):
+            self.last_step = int(float(last.get("step")))
         if self.metrics_keys != sorted(self.metrics_keys):  # Lightning writes its columns sorted
             self.metrics_keys.sort()
             self._rewrite_with_new_header(self.metrics_keys)
 
     def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
-        import io
-
         with open(self.metrics_file_path, newline="") as f:
             rows = list(csv.DictReader(f))
         out = io.StringIO(newline="")
@@ -216,7 +227,6 @@ class CSVLogger(_LightningCSVLogger):
                          flush_logs_every_n_steps=flush_logs_every_n_steps)
         self._wandb = wandb
         self._wandb_id: Optional[str] = None
-        self._last_step = 0
 
     @property
     def experiment(self) -> _CSVWriter:
@@ -224,12 +234,6 @@ class CSVLogger(_LightningCSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _ContinuingWriter(log_dir=self.log_dir)
         return super().experiment
-
-    @rank_zero_only
-    def log_metrics(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
-        super().log_metrics(metrics, step)
-        if step is not None:
-            self._last_step = step
 
     @rank_zero_only
     def save(self) -> None:
@@ -244,7 +248,8 @@ class CSVLogger(_LightningCSVLogger):
     def finalize(self, status: str) -> None:
         if self._experiment is None:
             return
-        self.experiment.log_metrics({EXIT_CODE_KEY: 0 if status in ("success", "finished") else 1}, self._last_step)
+        writer = self.experiment
+        writer.log_metrics({EXIT_CODE_KEY: 0 if status in ("success", "finished") else 1}, writer.last_step)
         self.save()
 
 

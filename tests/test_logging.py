@@ -168,6 +168,11 @@ def test_csv_log_continues_after_a_kill_mid_write(tmp_path):
     assert path.read_text().splitlines()[0] == f"{EXIT_CODE_KEY},a,b,step"
     assert [(r["step"], r["a"], r["b"], r[EXIT_CODE_KEY]) for r in rows] == [
         ("0", "1.0", "", ""), ("1", "2.0", "", ""), ("2", "3.0", "", ""), ("3", "4.0", "5.0", ""), ("3", "", "", "1")]
+    # a segment that logs nothing (resumed with no time left) ends at the history's last step
+    idle = ContinuingCSVLogger(str(tmp_path))
+    idle.log_hyperparams({"lr": 0.1})
+    idle.finalize("success")
+    assert curves.read_csv_rows(str(path))[-1] == {"step": 3.0, EXIT_CODE_KEY: 0.0}
 
 
 def test_csv_logger_from_factory_and_curves_png(tmp_path):

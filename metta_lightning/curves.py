@@ -129,12 +129,30 @@ def read_csv_rows(path: str) -> list[dict]:
     return rows
 
 
+def drop_superseded_rows(rows: Sequence[dict]) -> list[dict]:
+    """The history a resumed run really has. A row whose ``step`` is below the step before it starts a resumed
+    segment, which logs again the steps the killed run had logged after its last checkpoint: those earlier
+    rows (step >= the resumed row's) are dropped, so the resumed run's values win."""
+    out: list[dict] = []
+    last_step = -math.inf
+    for row in rows:
+        step = row.get("step")
+        if step is not None:
+            if step < last_step:
+                while out and out[-1].get("step", -math.inf) >= step:
+                    out.pop()
+            last_step = step
+        out.append(row)
+    return out
+
+
 def load_rows(path: str, all_segments: bool = True) -> tuple[list[dict], str]:
-    """All logged rows of the run at ``path`` (see :func:`find_csv_files`) and the source kind (``"csv"``)."""
+    """All logged rows of the run at ``path`` (see :func:`find_csv_files`; steps a resumed segment logged again
+    taken from it, :func:`drop_superseded_rows`) and the source kind (``"csv"``)."""
     rows: list[dict] = []
     for f in find_csv_files(path, all_segments):
         rows.extend(read_csv_rows(f))
-    return rows, "csv"
+    return drop_superseded_rows(rows), "csv"
 
 
 def load_history(path: str, metrics: Sequence[str] = DEFAULT_METRICS, x_key: Optional[str] = None,

@@ -207,8 +207,9 @@ class CSVLogger(_LightningCSVLogger):
     Lightning's logger deletes the ``metrics.csv`` of its log dir when it starts (or, without a ``version``,
     starts a ``version_<N+1>`` dir). This one continues the file: a resumed run appends its rows under the
     same header (rewritten when new columns appear), a run killed mid-write loses at most its unfinished
-    line. Rows the killed run logged after its last checkpoint stay (as W&B keeps them); the resumed run logs
-    those steps again. When fit ends, a row with :data:`EXIT_CODE_KEY` says how.
+    line. Rows the killed run logged after its last checkpoint stay in the file and the resumed run logs those
+    steps again; readers keep the resumed values (`curves.drop_superseded_rows`). When fit ends, a row with
+    :data:`EXIT_CODE_KEY` says how.
 
     Args:
         save_dir: folder of the log (with ``name=""`` and ``version=""``, the defaults, ``metrics.csv`` and

@@ -175,6 +175,24 @@ def test_csv_log_continues_after_a_kill_mid_write(tmp_path):
     assert curves.read_csv_rows(str(path))[-1] == {"step": 3.0, EXIT_CODE_KEY: 0.0}
 
 
+def test_steps_a_resumed_run_logs_again_are_taken_from_it(tmp_path):
+    """A run killed after its checkpoint at step 1 had logged steps 2-3; resumed from step 1, it logs 2-3
+    again with other values: the history keeps the resumed values, once, in order."""
+    logger = ContinuingCSVLogger(str(tmp_path))
+    for step, a in ((0, 1.0), (1, 2.0), (2, 30.0), (3, 40.0)):
+        logger.log_metrics({"a": a}, step=step)
+    logger.save()
+    resumed = ContinuingCSVLogger(str(tmp_path))
+    for step, a in ((2, 3.0), (2, 3.5), (3, 4.0), (4, 5.0)):  # two rows of one step (a callback's) stay
+        resumed.log_metrics({"a": a}, step=step)
+    resumed.finalize("success")
+    rows, _ = curves.load_rows(str(tmp_path))
+    assert [(r["step"], r.get("a")) for r in rows] == [(0, 1.0), (1, 2.0), (2, 3.0), (2, 3.5), (3, 4.0), (4, 5.0),
+                                                       (4, None)]
+    hist, _ = curves.history_from_rows(rows, ["a"], "step")
+    assert [x for x, _ in hist["a"]] == sorted(x for x, _ in hist["a"])
+
+
 def test_csv_logger_from_factory_and_curves_png(tmp_path):
     logger = CSVLogger(save_dir=str(tmp_path), name="run")
     _trainer(tmp_path, logger, 2, tmp_path / "ckpt").fit(TinyRL())

@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 import fsspec
 
-from ..curves import X_CANDIDATES, history_from_rows, read_csv_rows
+from ..curves import X_CANDIDATES, drop_superseded_rows, history_from_rows, read_csv_rows
 from ..loggers import EXIT_CODE_KEY
 
 __all__ = ["Source", "Run", "DashboardData", "replay_link", "viewer_link"]
@@ -306,6 +306,7 @@ class DashboardData:
                 errors.append(parsed)
                 continue
             rows.extend(parsed)
+        rows = drop_superseded_rows(rows)
         facts: dict = {}
         if run.csv:
             exit_code = rows[-1].get(EXIT_CODE_KEY) if rows else None

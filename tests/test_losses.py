@@ -325,6 +325,26 @@ def test_action_supervised_from_replays_trains_the_actor_and_imitates(tmp_path):
     training.close()
 
 
+def test_replays_of_play_imitate_the_agent_the_person_controlled(tmp_path):
+    """`play` names the agent a person controlled in the replay's metadata: only its moves are imitated,
+    unless args.agents says otherwise."""
+    import numpy as np
+
+    from envs import MettaGrid
+    from metta_lightning.losses.teacher import load_demonstrations
+
+    env = api.Environment(num_agents=4, width=12, height=12, num_envs=1, game_overrides={"max_steps": 16})
+    game = MettaGrid(env.game, num_envs=1, seed=2)
+    recorder = game.record_replays([0], str(tmp_path))
+    recorder.metadata = {"mode": "play", "controlled_agent": 2}
+    rng = np.random.default_rng(0)
+    while not recorder.paths:
+        game.step(rng.integers(0, game.num_actions, game.num_rows).astype(np.int32))
+    person = load_demonstrations(str(tmp_path), env.env_info, None, "action_supervised")
+    assert len(person.actions) == 1 and person.actions[0].shape == (16,)
+    assert person.actions[0].tolist() == load_demonstrations(str(tmp_path), env.env_info, [0, 2], "x").actions[1].tolist()
+
+
 def test_action_supervised_replays_bad_input_is_named(tmp_path):
     env = api.Environment(num_agents=4, width=12, height=12, num_envs=2, seed=0, game_overrides={"max_steps": 24})
     policy = api.make_policy("Fast", env, **FAST)

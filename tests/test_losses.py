@@ -1,6 +1,7 @@
 """Losses, prioritized sampling and optimizers: each loss trains what it should, the kickstarter's KL against
 itself is 0, GRPO's advantages by hand, prioritized sampling's edge cases, Muon's near-orthogonal update,
-exact resume with Muon + prioritized sampling + a loss head, and bad input named before training."""
+exact resume with Muon + prioritized sampling + a loss head + imitation from replays, and bad input named before
+training."""
 
 from __future__ import annotations
 
@@ -179,14 +180,34 @@ def test_muon_split_puts_hidden_matrices_on_muon_and_the_rest_on_adam():
     assert {n for n, _ in muon_split(ff, env.env_info.num_actions)[0]} == {"trunk.0.weight", "trunk.2.weight"}
 
 
+def _smoke_replays(folder):
+    """Replays of smoke.yaml's game (random actions), for the replay-imitation loss."""
+    import numpy as np
+
+    from envs import MettaGrid
+    from envs.presets import resolve_game
+
+    data = yaml.safe_load(open(SMOKE))["data"]
+    env = MettaGrid(resolve_game(data["game"], data["game_overrides"]), num_envs=1, seed=4)
+    recorder = env.record_replays([0], str(folder))
+    rng = np.random.default_rng(4)
+    while len(recorder.paths) < 2:
+        env.step(rng.integers(0, env.num_actions, env.num_rows).astype(np.int32))
+    return str(folder)
+
+
 def _fit(tmp_path, run, max_epochs, *extra):
     from metta_lightning.cli import main
 
+    replays = tmp_path / "replays"
+    if not replays.exists():
+        _smoke_replays(replays)
     cfg = {"trainer": {"max_epochs": max_epochs, "default_root_dir": str(tmp_path / run), "callbacks": [{
         "class_path": "callbacks.checkpoint.PolicyCheckpoint",
         "init_args": {"epoch_interval": 1, "keep_states": 0, "exact_resume": True}}]},
         "model": {"optimizer_type": "muon", "prio_alpha": 0.6, "prio_beta0": 0.4, "prio_beta_agent_steps": 1000,
-                  "losses": [{"name": "ppo"}, {"name": "contrastive", "coef": 0.1, "args": {"k": 2}}]}}
+                  "losses": [{"name": "ppo"}, {"name": "contrastive", "coef": 0.1, "args": {"k": 2}},
+                             {"name": "action_supervised", "coef": 0.2, "args": {"replays": str(replays)}}]}}
     path = tmp_path / f"{run}-{max_epochs}.yaml"
     tmp_path.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg))
@@ -194,7 +215,7 @@ def _fit(tmp_path, run, max_epochs, *extra):
                  str(tmp_path / "logs"), *extra])
 
 
-def test_resume_with_muon_prioritized_sampling_and_a_loss_head_is_bit_identical(tmp_path):
+def test_resume_with_muon_prioritized_sampling_a_loss_head_and_replays_is_bit_identical(tmp_path):
     straight = _fit(tmp_path / "a", "mu", 3)
     _fit(tmp_path / "b", "mu", 2)
     resumed = _fit(tmp_path / "b", "mu", 3, "--ckpt_path", "last")
@@ -215,6 +236,7 @@ def test_resume_with_muon_prioritized_sampling_and_a_loss_head_is_bit_identical(
         assert torch.equal(p, q)
     logged = straight.trainer.callback_metrics
     assert "losses/contrastive/infonce" in logged and "losses/policy_loss" in logged
+    assert "losses/action_supervised/cross_entropy" in logged
 
 
 def test_bad_loss_lists_are_named_before_training(tmp_path):

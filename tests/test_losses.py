@@ -367,6 +367,26 @@ def test_replays_of_play_imitate_the_agent_the_person_controlled(tmp_path):
     assert person.actions[0].tolist() == load_demonstrations(str(tmp_path), env.env_info, [0, 2], "x").actions[1].tolist()
 
 
+def test_play_replays_follow_the_person_across_an_agent_switch(tmp_path):
+    """A person plays agent 3 for 5 steps, then agent 1: each step is learned from the agent played then."""
+    from metta_lightning.losses.teacher import load_demonstrations
+    from metta_lightning.viewer.play import PlaySession
+
+    env = api.Environment(num_agents=4, width=12, height=12, num_envs=1, game_overrides={"max_steps": 40})
+    session = PlaySession(env.game, agent=3, others="random", replay_dir=str(tmp_path), seed=1)
+    for _ in range(5):
+        session.step("noop")
+    session.set_agent(1)
+    for _ in range(4):
+        session.step("noop")
+    session.save()
+    demos = load_demonstrations(str(tmp_path), env.env_info, None, "action_supervised")
+    assert len(demos.acted) == 2  # agents 1 and 3, in that order
+    assert demos.acted[0].tolist() == [False] * 5 + [True] * 4 and demos.acted[1].tolist() == [True] * 5 + [False] * 4
+    noop = env.env_info.action_names.index("noop")
+    assert demos.actions[0][5:].tolist() == [noop] * 4 and demos.actions[1][:5].tolist() == [noop] * 5
+
+
 def test_action_supervised_replays_bad_input_is_named(tmp_path):
     env = api.Environment(num_agents=4, width=12, height=12, num_envs=2, seed=0, game_overrides={"max_steps": 24})
     policy = api.make_policy("Fast", env, **FAST)

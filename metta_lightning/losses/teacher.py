@@ -129,8 +129,8 @@ class ActionSupervised(TeacherLoss):
     Args:
         teacher_uri: the teacher's policy artifact.
         replays: a replay file (`*.json.z`), a folder of them, or a glob; any fsspec URL.
-        agents: with `replays`, the agent ids to imitate (default: the replay's `metadata.controlled_agent`
-            when it names one, e.g. a person's moves recorded by `play`; otherwise every agent).
+        agents: with `replays`, the agent ids to imitate (default: in a replay of `play`, the agent the person
+            played at each step (`metadata.controlled_agents`); otherwise every agent).
     """
 
     needs = ("logits",)
@@ -232,6 +232,23 @@ def replay_files(replays: str) -> list[str]:
     return sorted(fs.unstrip_protocol(p) if "://" in replays else p for p in found)
 
 
+def _person_per_step(metadata: dict, steps: int):
+    """The agent a person played at each step of a `play` replay (int array `[steps]`), or None when the
+    replay names no person: `controlled_agents` ([[step, agent], ...], the agent from that step on) or, in
+    replays that only name the agent at saving time, `controlled_agent` for every step."""
+    import numpy as np
+
+    changes = metadata.get("controlled_agents")
+    if not changes and isinstance(metadata.get("controlled_agent"), int):
+        changes = [[0, metadata["controlled_agent"]]]
+    if not changes:
+        return None
+    person = np.full(steps, -1, dtype=np.int64)
+    for step, agent in sorted(changes):
+        person[int(step):] = int(agent)
+    return person
+
+
 def load_demonstrations(replays: str, env_info, agents: Optional[list[int]], name: str) -> Demonstrations:
     """Read and play again every replay named by `replays`, checked against the student's game."""
     from envs.info import EnvInfo
@@ -253,11 +270,12 @@ def load_demonstrations(replays: str, env_info, agents: Optional[list[int]], nam
             raise LossError(f"losses.{name}: args.replays: {e}") from None
         info = EnvInfo.from_config(demo.config)
         check_teacher_game(info, env_info, path, what="replay")
-        chosen = agents
+        steps, num_agents = demo.actions.shape
+        chosen, person = agents, None
         if chosen is None:
-            controlled = (replay.get("metadata") or {}).get("controlled_agent")
-            chosen = [int(controlled)] if isinstance(controlled, int) else list(range(demo.actions.shape[1]))
-        bad = [a for a in chosen if not 0 <= a < demo.actions.shape[1]]
+            person = _person_per_step(replay.get("metadata") or {}, steps)
+            chosen = sorted(set(person[person >= 0].tolist())) if person is not None else list(range(num_agents))
+        bad = [a for a in chosen if not 0 <= a < num_agents]
         if bad:
             raise LossError(f"losses.{name}: args.agents {bad}: {path} has agents 0..{demo.actions.shape[1] - 1}")
         remap = FeatureRemap.between(env_info, info)
@@ -267,7 +285,7 @@ def load_demonstrations(replays: str, env_info, agents: Optional[list[int]], nam
         for a in chosen:
             obs.append(episode[:, a])
             actions.append(torch.from_numpy(demo.actions[:, a]))
-            acted.append(torch.from_numpy(demo.acted[:, a]))
+            acted.append(torch.from_numpy(demo.acted[:, a] & (person == a if person is not None else True)))
     demos = Demonstrations(obs, actions, acted)
     if demos.steps == 0:
         raise LossError(f"losses.{name}: args.replays: {replays} has no step to learn from (every imitated "

@@ -162,7 +162,6 @@ class PlaySession:
         self.saved: list[str] = []
         self.last_actions = np.zeros(self.num_agents, dtype=np.int32)
         self.recorder = self.env.record_replays([0], self.replay_dir)
-        self._update_metadata()
         self._start_episode(first=True)
 
     # ------------------------------------------------------------------ setup
@@ -201,6 +200,7 @@ class PlaySession:
     def _update_metadata(self) -> None:
         self.recorder.metadata = {
             "mode": "play", "simulation": self.game_label, "controlled_agent": self.agent,
+            "controlled_agents": self._controlled,
             "policy": self.policy.label if self.policy else f"none ({self.others})",
             "policy_uri": self.policy.uri if self.policy else None,
             "agent_policies": ["person" if a == self.agent else (self.policy.label if self.policy else self.others)
@@ -215,6 +215,10 @@ class PlaySession:
             self.state = self.policy.module.initial_state(self.num_agents, "cpu")
         self.is_init = self._torch.ones(self.num_agents, dtype=self._torch.bool)
         self.last_actions[:] = 0
+        # [[step, agent], ...]: from that step on the person plays that agent (imitation learns each step
+        # from the agent the person played then)
+        self._controlled = [[0, self.agent]]
+        self._update_metadata()
 
     # ------------------------------------------------------------------ requests
     def action_id(self, action: Any) -> int:
@@ -296,6 +300,10 @@ class PlaySession:
         with self.lock:
             self._check_agent(agent)
             self.agent = int(agent)
+            step = self.env.current_step(0)
+            if self._controlled[-1][0] == step:
+                self._controlled.pop()
+            self._controlled.append([step, self.agent])
             self._update_metadata()
             return self.info()
 

@@ -158,9 +158,10 @@ class MettaGrid:
         agent: {stat: [A]}, game: {stat}} (config: the slot the episode ran; task: its tag)."""
         return self._core.episode_stats()
 
-    def grid_objects(self, game: int = 0) -> list[dict]:
-        """Snapshot of every object of game `game` (see cpp/README.md for the keys)."""
-        return self._core.grid_objects(int(game))
+    def grid_objects(self, game: int = 0, dynamic_only: bool = False) -> list[dict]:
+        """Snapshot of every object of game `game` (see cpp/README.md for the keys); with `dynamic_only`, only
+        the objects that can change (agents, converters)."""
+        return self._core.grid_objects(int(game), bool(dynamic_only))
 
     def current_step(self, game: int = 0) -> int:
         return self._core.current_step(int(game))

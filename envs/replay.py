@@ -72,6 +72,30 @@ class _Episode:
         return out
 
 
+def replay_frame(env, g: int, item_id: dict[str, int], dynamic_only: bool = False) -> list[dict[str, Any]]:
+    """Game `g`'s objects now, in replay form (`item_id`: item name -> index in `env.item_names`)."""
+    frame = []
+    for o in env.grid_objects(g, dynamic_only):
+        obj = {
+            "id": o["id"],
+            "type": o["type_id"],
+            "type_name": o["type_name"],
+            "location": [o["col"], o["row"], o["layer"]],
+            "orientation": o.get("orientation", 0),
+            "inventory": sorted([item_id[k], v] for k, v in o["inventory"].items()),
+        }
+        if o["layer"] == 0:
+            obj.update(agent_id=o["agent_id"], action=o["last_action"], action_success=o["last_action_success"],
+                       current_reward=o["current_reward"], total_reward=o["total_reward"],
+                       frozen=o["frozen"], group=o["group"], glyph=o["glyph"])
+        elif "converting" in o:
+            obj.update(recipe={"inputs": sorted([item_id[k], v] for k, v in o["recipe_inputs"].items()),
+                               "outputs": sorted([item_id[k], v] for k, v in o["recipe_outputs"].items())},
+                       converting=o["converting"], cooling_down=o["cooling_down"])
+        frame.append(obj)
+    return frame
+
+
 class ReplayRecorder:
     """Follows chosen games of a `MettaGrid` and writes each of their finished episodes."""
 
@@ -104,26 +128,7 @@ class ReplayRecorder:
 
     def frame(self, g: int, dynamic_only: bool = False) -> list[dict[str, Any]]:
         """Game `g`'s objects now, in replay form (with `dynamic_only`, only those that can change)."""
-        frame = []
-        for o in self.env._core.grid_objects(g, dynamic_only):
-            obj = {
-                "id": o["id"],
-                "type": o["type_id"],
-                "type_name": o["type_name"],
-                "location": [o["col"], o["row"], o["layer"]],
-                "orientation": o.get("orientation", 0),
-                "inventory": sorted([self._item_id[k], v] for k, v in o["inventory"].items()),
-            }
-            if o["layer"] == 0:
-                obj.update(agent_id=o["agent_id"], action=o["last_action"], action_success=o["last_action_success"],
-                           current_reward=o["current_reward"], total_reward=o["total_reward"],
-                           frozen=o["frozen"], group=o["group"], glyph=o["glyph"])
-            elif "converting" in o:
-                obj.update(recipe={"inputs": sorted([self._item_id[k], v] for k, v in o["recipe_inputs"].items()),
-                                   "outputs": sorted([self._item_id[k], v] for k, v in o["recipe_outputs"].items())},
-                           converting=o["converting"], cooling_down=o["cooling_down"])
-            frame.append(obj)
-        return frame
+        return replay_frame(self.env, g, self._item_id, dynamic_only)
 
     def changes(self, g: int, step: int) -> list[dict[str, Any]]:
         """What changed in game `g`'s current episode at `step` (see `_Episode.changes_at`): the delta a
@@ -244,8 +249,9 @@ def _is_changes(field: Any, value_is_list: bool) -> bool:
     return isinstance(first, list) and len(first) == 2 and isinstance(first[1], list)
 
 
-def _per_step(field: Any, steps: int, value_is_list: bool = False) -> list:
-    """A replay field's value at each step 0..steps-1."""
+def values_per_step(field: Any, steps: int, value_is_list: bool = False) -> list:
+    """A replay field's value (a constant, or a change list `[[step, value], ...]`: the value from that step
+    on) at each step 0..steps-1."""
     if not _is_changes(field, value_is_list):
         return [field] * steps
     out, i = [], 0
@@ -281,10 +287,10 @@ def demonstration(replay: dict[str, Any], source: str = "replay") -> Demonstrati
     if [o["agent_id"] for o in agents] != list(range(num_agents)):
         raise ReplayError(f"{source}: expected agents 0..{num_agents - 1}, found ids {[o['agent_id'] for o in agents]}")
     frames = steps + 1
-    actions = np.array([_per_step(o["action"], frames) for o in agents], dtype=np.int64).T  # [frames, A]
-    frozen = np.array([_per_step(o["frozen"], frames) for o in agents], dtype=np.int64).T
-    locations = [_per_step(o["location"], frames, value_is_list=True) for o in agents]
-    inventories = [_per_step(o["inventory"], frames, value_is_list=True) for o in agents]
+    actions = np.array([values_per_step(o["action"], frames) for o in agents], dtype=np.int64).T  # [frames, A]
+    frozen = np.array([values_per_step(o["frozen"], frames) for o in agents], dtype=np.int64).T
+    locations = [values_per_step(o["location"], frames, value_is_list=True) for o in agents]
+    inventories = [values_per_step(o["inventory"], frames, value_is_list=True) for o in agents]
 
     env = MettaGrid(config, num_envs=game + 1, seed=int(replay["seed"]), auto_reset=False)
     if replay["episode"] != 0:
@@ -298,13 +304,11 @@ def demonstration(replay: dict[str, Any], source: str = "replay") -> Demonstrati
         obs[t] = env.observations[rows]
         step_actions[rows] = actions[t + 1]
         env.step(step_actions)
-        for o in env._core.grid_objects(game, True):  # the objects that can change
-            if o["layer"] != 0:
+        for o in replay_frame(env, game, item_id, dynamic_only=True):
+            if "agent_id" not in o:
                 continue
-            a = o["agent_id"]
-            where = [o["col"], o["row"], o["layer"]]
-            held = sorted([item_id[k], v] for k, v in o["inventory"].items())
-            if where != list(locations[a][t + 1]) or held != sorted(map(list, inventories[a][t + 1])):
+            a, where, held = o["agent_id"], o["location"], o["inventory"]
+            if where != locations[a][t + 1] or held != inventories[a][t + 1]:
                 raise ReplayError(f"{source}: played again, step {t + 1} differs from the recording (agent {a}: "
                                   f"at {where} holding {held}, recorded at {locations[a][t + 1]} holding "
                                   f"{inventories[a][t + 1]}); was it written by another engine version?")

@@ -238,15 +238,14 @@ def _person_per_step(metadata: dict, steps: int):
     replays that only name the agent at saving time, `controlled_agent` for every step."""
     import numpy as np
 
+    from envs.replay import values_per_step
+
     changes = metadata.get("controlled_agents")
     if not changes and isinstance(metadata.get("controlled_agent"), int):
         changes = [[0, metadata["controlled_agent"]]]
     if not changes:
         return None
-    person = np.full(steps, -1, dtype=np.int64)
-    for step, agent in sorted(changes):
-        person[int(step):] = int(agent)
-    return person
+    return np.array(values_per_step(sorted(changes), steps), dtype=np.int64)
 
 
 def load_demonstrations(replays: str, env_info, agents: Optional[list[int]], name: str) -> Demonstrations:
@@ -274,10 +273,10 @@ def load_demonstrations(replays: str, env_info, agents: Optional[list[int]], nam
         chosen, person = agents, None
         if chosen is None:
             person = _person_per_step(replay.get("metadata") or {}, steps)
-            chosen = sorted(set(person[person >= 0].tolist())) if person is not None else list(range(num_agents))
+            chosen = sorted(set(person.tolist())) if person is not None else list(range(num_agents))
         bad = [a for a in chosen if not 0 <= a < num_agents]
         if bad:
-            raise LossError(f"losses.{name}: args.agents {bad}: {path} has agents 0..{demo.actions.shape[1] - 1}")
+            raise LossError(f"losses.{name}: args.agents {bad}: {path} has agents 0..{num_agents - 1}")
         remap = FeatureRemap.between(env_info, info)
         episode = torch.from_numpy(demo.obs)
         if remap is not None:
